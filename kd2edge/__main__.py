@@ -1,0 +1,3 @@
+from kd2edge.cli import main
+
+main()

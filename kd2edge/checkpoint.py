@@ -1,0 +1,160 @@
+"""Self-describing checkpoints, plus import of foreign state dicts and TorchScript files.
+
+Native format (a dict saved with torch.save, loaded with weights_only=True):
+    format="kd2edge.checkpoint", format_version, arch, arch_kwargs, num_classes, classes,
+    preprocessing {mean, std, input_size [C,H,W], channel_order, pixel_scale}, state_dict,
+    metrics, config, provenance {parent_sha256, teacher_sha256, dataset, versions, created}.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kd2edge import Kd2EdgeError, __version__
+from kd2edge.data import STATS
+from kd2edge.paths import atomic_write, resolve_file, sha256
+from kd2edge.zoo import create_model
+
+FORMAT = "kd2edge.checkpoint"
+FORMAT_VERSION = 1
+# The shared akamaster teachers (and torchvision models) normalize with ImageNet stats.
+FOREIGN_PREPROCESSING = {"mean": list(STATS["imagenet"]["mean"]), "std": list(STATS["imagenet"]["std"])}
+
+
+def preprocessing(mean, std, input_size=(3, 32, 32)) -> dict:
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std], "input_size": list(input_size),
+            "channel_order": "RGB", "layout": "NCHW", "pixel_scale": 1 / 255}
+
+
+def versions() -> dict:
+    import numpy
+
+    return {"kd2edge": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path, model: nn.Module, *, arch: str, arch_kwargs: dict | None = None, classes: list[str],
+                    preprocess: dict, metrics: dict | None = None, config: dict | None = None,
+                    provenance: dict | None = None, extra: dict | None = None) -> Path:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "num_classes": len(classes),
+        "classes": list(classes), "preprocessing": preprocess, "state_dict": state,
+        "metrics": metrics or {}, "config": config or {},
+        "provenance": {"versions": versions(), "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                       **(provenance or {})},
+    }
+    ckpt.update(extra or {})
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
+
+
+def _read(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).splitlines()[0][:200]
+        raise Kd2EdgeError(f"cannot read checkpoint {path}: {type(e).__name__}: {msg} "
+                           "(corrupt file, or not a PyTorch checkpoint)") from None
+
+
+def _extract_state_dict(obj, path: Path) -> dict:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise Kd2EdgeError(f"{path} holds no state dict (expected a dict of tensors, or one under "
+                           "'state_dict' / 'model_state_dict')")
+    prefixes = ("module.", "_orig_mod.")
+    out = {}
+    for k, v in obj.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def _infer_num_classes(state: dict) -> int | None:
+    mats = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(mats[-1].shape[0]) if mats else None
+
+
+def load_state_strict(model: nn.Module, state: dict, arch: str, path) -> None:
+    """Load a state dict strictly, failing with the keys that do not fit."""
+    own = model.state_dict()
+    # Old BatchNorm checkpoints lack num_batches_tracked; torch fills it in.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}")
+        raise Kd2EdgeError(f"checkpoint {path} does not fit arch {arch!r}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path, arch: str | None = None, num_classes: int | None = None,
+               arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
+    """Load a native, foreign (needs `arch`) or TorchScript checkpoint, or a known teacher by name
+    (`cifar10-resnet56`, see kd2edge.teachers). Returns (model in eval mode, info)."""
+    from kd2edge.teachers import TEACHERS, fetch
+
+    if str(path) in TEACHERS:
+        arch = arch or TEACHERS[str(path)][0]
+        path = fetch(str(path))
+    path = resolve_file(path)
+    digest = sha256(path)
+    if _is_torchscript(path):
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise Kd2EdgeError(f"cannot load TorchScript file {path}: {str(e).splitlines()[0]}") from None
+        info = {"source": "torchscript", "arch": arch or "torchscript", "arch_kwargs": {},
+                "num_classes": num_classes, "classes": None, "preprocessing": None, "metrics": {}, "config": {},
+                "provenance": {}}
+        return model.eval(), {**info, "sha256": digest, "path": str(path)}
+    obj = _read(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if obj.get("format_version", 0) > FORMAT_VERSION:
+            raise Kd2EdgeError(f"{path} has checkpoint format {obj['format_version']}; upgrade kd2edge")
+        if arch and arch != obj["arch"]:
+            raise Kd2EdgeError(f"{path} is a {obj['arch']} checkpoint, not {arch}; drop --arch or fix it")
+        if num_classes and num_classes != obj["num_classes"]:
+            raise Kd2EdgeError(f"{path} has {obj['num_classes']} classes, not {num_classes}")
+        model = create_model(obj["arch"], obj["num_classes"], **obj["arch_kwargs"])
+        load_state_strict(model, obj["state_dict"], obj["arch"], path)
+        info = {k: v for k, v in obj.items() if k != "state_dict"}
+        info["source"] = "native"
+    else:
+        if not arch:
+            raise Kd2EdgeError(f"{path} is not a kd2edge checkpoint; name its architecture with --arch "
+                               "(see `kd2edge zoo`)")
+        state = _extract_state_dict(obj, path)
+        found = _infer_num_classes(state)
+        if num_classes and found and num_classes != found:
+            raise Kd2EdgeError(f"{path} has a {found}-class head but {num_classes} classes were asked for")
+        n = num_classes or found or 10
+        model = create_model(arch, n, **(arch_kwargs or {}))
+        load_state_strict(model, state, arch, path)
+        info = {"source": "foreign", "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "num_classes": n,
+                "classes": None, "preprocessing": preprocessing(**FOREIGN_PREPROCESSING), "metrics": {},
+                "config": {}, "provenance": {}}
+    return model.eval(), {**info, "sha256": digest, "path": str(path)}

@@ -1,0 +1,82 @@
+"""Where data, weights, exports and reports live.
+
+Each location resolves in this order: the command-line flag, the environment variable, the default
+folder under the current directory.
+
+| what    | flag        | environment variable | default      |
+|---------|-------------|----------------------|--------------|
+| data    | --data-dir  | KD2EDGE_DATA         | ./data       |
+| weights | --weights   | KD2EDGE_WEIGHTS      | ./models     |
+| cache   |             | KD2EDGE_CACHE        | ./.cache     |
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kd2edge import Kd2EdgeError
+
+ENV = {"data": "KD2EDGE_DATA", "weights": "KD2EDGE_WEIGHTS", "cache": "KD2EDGE_CACHE"}
+DEFAULT = {"data": "data", "weights": "models", "cache": ".cache"}
+
+
+def location(kind: str, flag: str | os.PathLike | None = None) -> Path:
+    """Resolve a location: flag, then environment variable, then the default folder."""
+    if flag:
+        return Path(flag).expanduser()
+    env = os.environ.get(ENV[kind])
+    return Path(env).expanduser() if env else Path(DEFAULT[kind])
+
+
+def resolve_file(path: str | os.PathLike, kind: str = "weights") -> Path:
+    """A file given as a path, or relative to the weights location (e.g. `cifar10/resnet56-4bfd9763.th`)."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    q = location(kind) / p
+    if q.exists():
+        return q
+    raise Kd2EdgeError(f"file not found: {path} (also looked in {q}; set {ENV[kind]} or pass a full path)")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -1,0 +1,82 @@
+"""PNG plots (matplotlib, imported where used; a missing matplotlib names the extra)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kd2edge import require
+from kd2edge.paths import atomic_write
+
+
+def _pyplot():
+    matplotlib = require("matplotlib", "plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    plt = _pyplot()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def confusion_png(cm, classes, path, title="Confusion matrix") -> Path:
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def curves_png(history: list[dict], path, title="Training curves") -> Path:
+    """Loss and accuracy per epoch; keys train_loss/val_loss and train_top1/val_top1 where present."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, ax in (("loss", a), ("top1", b)):
+        for split in ("train", "val"):
+            vals = [h.get(f"{split}_{key}") for h in history]
+            if any(v is not None for v in vals):
+                ax.plot(epochs, vals, marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("top-1 (%)" if key == "top1" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def scatter_png(points: list[dict], path, x="p50_ms", y="top1", label="name", title="Accuracy vs latency",
+                xlabel="p50 latency (ms, batch 1)", ylabel="top-1 (%)", logx=True) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for p in points:
+        if p.get(x) is None or p.get(y) is None:
+            continue
+        ax.scatter(p[x], p[y], s=30)
+        ax.annotate(str(p[label]), (p[x], p[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

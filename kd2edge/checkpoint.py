@@ -8,7 +8,9 @@ Native format (a dict saved with torch.save, loaded with weights_only=True):
 from __future__ import annotations
 
 import datetime
+import json
 import platform
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,6 +26,13 @@ FORMAT = "kd2edge.checkpoint"
 FORMAT_VERSION = 1
 # The shared akamaster teachers (and torchvision models) normalize with ImageNet stats.
 FOREIGN_PREPROCESSING = {"mean": list(STATS["imagenet"]["mean"]), "std": list(STATS["imagenet"]["std"])}
+TORCHSCRIPT_META = "kd2edge.json"  # extra file inside a TorchScript archive: arch, classes, preprocessing
+
+
+def _plain(obj):
+    """Plain Python values (dict/list/str/number/bool/None) so the checkpoint loads with weights_only=True:
+    numpy scalars and arrays become numbers and lists, Paths and other objects become strings."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def preprocessing(mean, std, input_size=(3, 32, 32)) -> dict:
@@ -46,12 +55,27 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, arch_kwargs: dict | No
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "num_classes": len(classes),
         "classes": list(classes), "preprocessing": preprocess, "state_dict": state,
-        "metrics": metrics or {}, "config": config or {},
-        "provenance": {"versions": versions(), "created": datetime.datetime.now().isoformat(timespec="seconds"),
-                       **(provenance or {})},
+        "metrics": _plain(metrics or {}), "config": _plain(config or {}),
+        "provenance": _plain({"versions": versions(),
+                              "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                              **(provenance or {})}),
     }
     ckpt.update(extra or {})
     return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def save_torchscript(path, model: nn.Module, *, arch: str, classes: list[str], preprocess: dict) -> Path:
+    """Trace `model` to TorchScript with its description (arch, classes, preprocessing) stored inside,
+    so `load_model` / `kd2edge eval` need no flags for it."""
+    example = torch.zeros(1, *preprocess.get("input_size", (3, 32, 32)))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what many tools load
+        traced = torch.jit.trace(model.eval(), example)
+    meta = json.dumps(_plain({"arch": arch, "num_classes": len(classes), "classes": list(classes),
+                              "preprocessing": preprocess, "provenance": {"versions": versions()}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return atomic_write(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files={TORCHSCRIPT_META: meta}))
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -65,7 +89,10 @@ def _read(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = str(e).splitlines()[0][:200]
+        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise Kd2EdgeError(f"{path} holds pickled Python objects, not only tensors ({msg}); it is not loaded "
+                               "for safety: re-save it as torch.save(model.state_dict(), path)") from None
         raise Kd2EdgeError(f"cannot read checkpoint {path}: {type(e).__name__}: {msg} "
                            "(corrupt file, or not a PyTorch checkpoint)") from None
 
@@ -121,15 +148,27 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None,
         arch = arch or TEACHERS[str(path)][0]
         path = fetch(str(path))
     path = resolve_file(path)
+    if not path.is_file():
+        raise Kd2EdgeError(f"{path} is a folder, not a checkpoint file (.pt/.pth/.th or TorchScript)")
     digest = sha256(path)
     if _is_torchscript(path):
+        extra = {TORCHSCRIPT_META: ""}
         try:
-            model = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as e:
-            raise Kd2EdgeError(f"cannot load TorchScript file {path}: {str(e).splitlines()[0]}") from None
-        info = {"source": "torchscript", "arch": arch or "torchscript", "arch_kwargs": {},
-                "num_classes": num_classes, "classes": None, "preprocessing": None, "metrics": {}, "config": {},
-                "provenance": {}}
+            raise Kd2EdgeError(f"cannot load TorchScript file {path}: {(str(e).splitlines() or [''])[0]}") from None
+        try:
+            meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
+        except (ValueError, UnicodeDecodeError):
+            meta = {}
+        if num_classes and meta.get("num_classes") and num_classes != meta["num_classes"]:
+            raise Kd2EdgeError(f"{path} has {meta['num_classes']} classes, not {num_classes}")
+        info = {"source": "torchscript", "arch": arch or meta.get("arch") or "torchscript", "arch_kwargs": {},
+                "num_classes": meta.get("num_classes") or num_classes, "classes": meta.get("classes"),
+                "preprocessing": meta.get("preprocessing"), "metrics": {}, "config": {},
+                "provenance": meta.get("provenance", {})}
         return model.eval(), {**info, "sha256": digest, "path": str(path)}
     obj = _read(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -138,7 +177,7 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None,
         if arch and arch != obj["arch"]:
             raise Kd2EdgeError(f"{path} is a {obj['arch']} checkpoint, not {arch}; drop --arch or fix it")
         if num_classes and num_classes != obj["num_classes"]:
-            raise Kd2EdgeError(f"{path} has {obj['num_classes']} classes, not {num_classes}")
+            raise Kd2EdgeError(f"{path} has {obj['num_classes']} classes, not {num_classes}; drop --num-classes")
         model = create_model(obj["arch"], obj["num_classes"], **obj["arch_kwargs"])
         load_state_strict(model, obj["state_dict"], obj["arch"], path)
         info = {k: v for k, v in obj.items() if k != "state_dict"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,55 +35,239 @@ def _table(title: str, columns: list[str], rows: list[list]) -> Table:
     return t
 
 
-@app.command()
-def zoo(as_json: AsJson = False, num_classes: int = 10):
-    """List the model zoo with parameters and MACs (32x32 input)."""
-    from kd2edge.zoo import MODELS, STUDENTS, count_macs, count_params, create_model
+class Split(str, Enum):
+    test = "test"
+    train = "train"
 
-    rows = []
-    for name in MODELS:
-        m = create_model(name, num_classes)
-        rows.append({"name": name, "role": "student" if name in STUDENTS else "teacher",
-                     "params": count_params(m), "macs": count_macs(m)})
+
+@app.command()
+def zoo(as_json: AsJson = False,
+        num_classes: Annotated[int, typer.Option(help="Classes of the head.")] = 10,
+        size: Annotated[int, typer.Option(help="Input height and width for the MAC count.")] = 32):
+    """List the model zoo: role, size knobs (create_model keyword arguments), params and MACs."""
+    from kd2edge.zoo import MODELS, describe
+
+    if num_classes < 1 or size < 8:
+        raise Kd2EdgeError("--num-classes must be >= 1 and --size >= 8")
+    rows = [describe(name, num_classes, (3, size, size)) for name in MODELS]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    console.print(_table("kd2edge zoo (torchvision models: tv:<name>)", ["name", "role", "params", "MACs"],
-                         [[r["name"], r["role"], r["params"], r["macs"]] for r in rows]))
+    console.print(_table(f"kd2edge zoo ({num_classes} classes, {size}x{size} input; any torchvision model as "
+                         "tv:<name>)", ["name", "role", "size knobs", "params", "MACs"],
+                         [[r["name"], r["role"], ", ".join(f"{k}={v}" for k, v in r["knobs"].items()), r["params"],
+                           r["macs"]] for r in rows]))
+
+
+@contextmanager
+def _progress_bars(delay: float = 0.5):
+    """progress(phase, total) -> advance(n). The rich bars (on stderr) appear only once work has taken
+    longer than `delay` seconds, so quick runs stay quiet."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                    transient=True)
+    t0 = time.perf_counter()
+
+    def progress(phase: str, total: int):
+        task = bars.add_task(phase, total=total, rate="")
+
+        def advance(n: int):
+            bars.advance(task, n)
+            speed = bars.tasks[task].speed
+            bars.update(task, rate=f"{speed:,.0f}/s" if speed else "")
+            if not bars.live.is_started and time.perf_counter() - t0 > delay:
+                bars.start()
+
+        return advance
+
+    try:
+        yield progress
+    finally:
+        if bars.live.is_started:
+            bars.stop()
 
 
 @app.command("eval")
-def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with --arch) or TorchScript checkpoint.")],
+def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with --arch) or TorchScript checkpoint, "
+                                                         "or a known teacher name such as cifar10-resnet56.")],
           arch: Arch = None,
-          dataset: Annotated[Optional[str], typer.Option(help="cifar10, cifar100, an image folder or an .npz.")] = None,
-          split: Annotated[str, typer.Option(help="test or train.")] = "test",
+          dataset: Annotated[Optional[str], typer.Option(help="cifar10, cifar100, an image folder or an .npz "
+                                                              "(default: the checkpoint's dataset).")] = None,
+          split: Annotated[Split, typer.Option(help="Dataset split.")] = Split.test,
           data_dir: DataDir = None,
+          num_classes: Annotated[Optional[int], typer.Option(help="Classes of a foreign checkpoint's head "
+                                                                  "(default: read from its last layer).")] = None,
           out: Annotated[Optional[Path], typer.Option(help="Folder for eval.json, confusion CSV and PNG.")] = None,
           limit: Annotated[Optional[int], typer.Option(help="Only the first N images.")] = None,
+          batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+          latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Measure batch-1 latency and "
+                                                "throughput.")] = True,
           as_json: AsJson = False):
     """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate
 
-    out = out or Path("runs") / "eval" / f"{Path(checkpoint).stem}-{dataset or 'auto'}-{split}"
-    r = evaluate(checkpoint, arch, dataset, split, data_dir, out, limit)
+    if out is None:
+        ds_name = Path(dataset).stem if dataset else "auto"
+        out = Path("runs") / "eval" / f"{Path(checkpoint).stem}-{ds_name}-{split.value}"
+    with _progress_bars() as progress:
+        r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
+                     latency=latency, num_classes=num_classes, progress=progress)
     if as_json:
-        print(json.dumps({k: v for k, v in r.items()}, indent=2))
+        print(json.dumps(r, indent=2))
         return
     rows = [[c, p, rc, f, s] for c, p, rc, f, s in zip(r["classes"], r["precision"], r["recall"], r["f1"], r["support"])]
     rows.append(["macro", r["macro_precision"], r["macro_recall"], r["macro_f1"], r["n"]])
-    console.print(_table(f"{r['arch']} on {r['dataset']} {r['split']}", ["class", "precision", "recall", "F1", "support"], rows))
-    summary = [["top-1 (%)", r["top1"]], ["top-5 (%)", r["top5"]], ["params", r["params"]], ["MACs", r["macs"] or "n/a"]]
+    if len(r["classes"]) <= 20:
+        console.print(_table(f"{r['arch']} on {r['dataset']} {r['split']}", ["class", "precision", "recall", "F1",
+                                                                            "support"], rows))
+    summary = [["top-1 (%)", r["top1"]], ["top-5 (%)", r["top5"]], ["macro F1 (%)", r["macro_f1"]],
+               ["images", r["n"]], ["params", r["params"]], ["MACs", r["macs"] or "n/a"]]
     if "latency_ms_b1" in r:
         summary += [["latency b1 (ms)", r["latency_ms_b1"]], [f"throughput b{r['batch']} (img/s)", r["throughput_ips"]]]
-    console.print(_table("summary", ["metric", "value"], summary))
-    console.print(f"wrote {out}/eval.json, eval_confusion.csv, eval_confusion.png")
+    console.print(_table(f"{r['arch']} ({r['source']}) on {r['dataset']} {r['split']}", ["metric", "value"], summary))
+    console.print(f"wrote {out}/eval.json, eval_confusion.csv, eval_confusion.png", highlight=False)
 
 
 # --- distill: kd2edge/distill.py owns this command ---
+@app.command()
+def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of distill keys; flags override it.")] = None,
+            teacher: Annotated[Optional[str], typer.Option(help="Teacher: checkpoint, known name (cifar10-resnet56), TorchScript or .onnx.")] = None,
+            teacher_arch: Annotated[Optional[str], typer.Option(help="Architecture of a foreign teacher checkpoint.")] = None,
+            student: Annotated[Optional[str], typer.Option(help="Student arch from `kd2edge zoo`.")] = None,
+            method: Annotated[Optional[str], typer.Option(help="ce, kd, dkd or hybrid.")] = None,
+            epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
+            optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
+            schedule: Annotated[Optional[str], typer.Option(help="onecycle, cosine, step or constant.")] = None,
+            temperature: Annotated[Optional[float], typer.Option("--T", help="Constant temperature (schedules: YAML).")] = None,
+            alpha: Annotated[Optional[float], typer.Option(help="Constant KD weight (schedules: YAML).")] = None,
+            dataset: Annotated[Optional[str], typer.Option(help="cifar10, cifar100, an image folder or an .npz.")] = None,
+            data_dir: DataDir = None,
+            limit_train: Annotated[Optional[int], typer.Option(help="Only the first N training images.")] = None,
+            labeled_fraction: Annotated[Optional[float], typer.Option(help="CE only on this fraction; KD on all.")] = None,
+            unlabeled: Annotated[Optional[str], typer.Option(help="Extra unlabeled images (dataset name or path) for KD.")] = None,
+            adapt: Annotated[Optional[str], typer.Option(help="'probe': linear probe for a teacher with other classes.")] = None,
+            seed: Optional[int] = None,
+            out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/distill/<student>-<method>-<data>-s<seed>).")] = None,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+            overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+            no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the teacher live on every batch.")] = False,
+            as_json: AsJson = False):
+    """Distill a student from a teacher (or train the hard-label baseline with --method ce)."""
+    from kd2edge.distill import distill as run_distill, load_config_file
+
+    base = load_config_file(config) if config else {}
+    flags = {"teacher": teacher, "teacher_arch": teacher_arch, "student": student, "method": method, "epochs": epochs,
+             "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule, "T": temperature,
+             "alpha": alpha, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
+             "limit_train": limit_train, "labeled_fraction": labeled_fraction, "unlabeled": unlabeled, "adapt": adapt,
+             "seed": seed, "out": str(out) if out else None, "resume": resume or None,
+             "overwrite": overwrite or None, "cache": False if no_cache else None}
+    r = run_distill(base, **flags)
+    if as_json:
+        print(json.dumps(r, indent=2, default=str))
+        return
+    m = r["metrics"]
+    rows = [["student top-1 (%)", m["last"]["top1"]], ["student top-5 (%)", m["last"]["top5"]],
+            ["student macro F1 (%)", m["last"]["macro_f1"]], ["best epoch", m["best"]["epoch"]],
+            ["best val top-1 (%)", m["best"]["val_top1"]]]
+    if "teacher" in m:
+        rows += [["teacher top-1 (%)", m["teacher"]["top1"]]]
+    if "probe" in m:
+        rows += [["probe top-1 (%)", m["probe"]["probe_top1"]]]
+    rows += [["student params", m["student"]["params"]], ["train time (s)", m["train_seconds"]]]
+    console.print(_table(f"distill -> {r['run_dir']}", ["metric", "value"], rows))
+    console.print(f"wrote {r['checkpoint']} and {r['run_dir']}/summary.md")
+
 
 # --- export: kd2edge/export.py owns this command ---
 
+def _target_choices():
+    import enum
+
+    from kd2edge.targets import ALL, TARGETS
+
+    return enum.Enum("Target", {k: k for k in [*TARGETS, ALL]}, type=str)
+
+
+TargetChoice = _target_choices()
+
+
+@app.command("export")
+def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, or foreign with --arch.")],
+            target: Annotated[list[TargetChoice], typer.Option("--target", "-t", help="Target(s); repeatable.")] = [TargetChoice.all],
+            int8: Annotated[bool, typer.Option("--int8", help="Also export each target's int8 variants.")] = False,
+            precision: Annotated[Optional[list[str]], typer.Option("--precision", help="Exact precisions instead (fp32, fp16, int8, w8, w8a8).")] = None,
+            arch: Arch = None,
+            out: Annotated[Optional[Path], typer.Option(help="Parent folder of the artifact folders.")] = None,
+            calib_images: Annotated[int, typer.Option(help="Training images for int8 calibration.")] = 256,
+            eval_images: Annotated[int, typer.Option(help="Test images for verification and eval.npz.")] = 1000,
+            max_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) allowed for reduced precision.")] = 1.0,
+            teacher: Annotated[Optional[str], typer.Option(help="Teacher for eval.npz (else the checkpoint's); arch:PATH for a foreign file.")] = None,
+            dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
+            data_dir: DataDir = None,
+            as_json: AsJson = False):
+    """Export a checkpoint to ONNX / TFLite / CoreML (fp32, int8), verify each artifact against PyTorch."""
+    from kd2edge.export import export, summary_rows
+
+    rows = export(checkpoint, [t.value for t in target], int8=int8, arch=arch, out=out, calib_images=calib_images,
+                  eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
+                  dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        console.print(_table("kd2edge export", ["target", "precision", "status", "size", "top-1", "drop vs PyTorch",
+                                                "agreement", "max |diff|"], summary_rows(rows)))
+        for r in rows:
+            if r["status"] == "ok":
+                console.print(f"wrote {r['path']}", highlight=False)
+    if any(r["status"] != "ok" for r in rows):
+        raise typer.Exit(1)
+
+
 # --- bench: kd2edge/bench.py owns this command ---
+
+@app.command("bench")
+def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artifact folders (meta.json + model + eval.npz).")] = None,
+           threads: Annotated[Optional[list[int]], typer.Option("--threads", help="CPU threads; repeat for several (default: all cores).")] = None,
+           batch: Annotated[int, typer.Option(help="Batch size of the timed runs.")] = 1,
+           runs: Annotated[Optional[int], typer.Option(help="Exactly N timed runs (default: >= 50 runs and >= 1 s).")] = None,
+           seconds: Annotated[Optional[float], typer.Option(help="Time for S seconds instead of a run count.")] = None,
+           warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
+           dataset: Annotated[Optional[str], typer.Option(help="Also top-1 on your own data: an .npz, an image folder (test/<class>/...) or cifar10.")] = None,
+           import_file: Annotated[Optional[Path], typer.Option("--import", help="Turn a TFLite benchmark_model log into a CSV row instead.")] = None,
+           device_name: Annotated[Optional[str], typer.Option(help="With --import: the phone or board it ran on.")] = None,
+           out: Annotated[Path, typer.Option(help="Folder for bench-*.json, bench.csv and bench.png.")] = Path("benchmarks/results"),
+           as_json: AsJson = False):
+    """Latency, top-1 and drift vs the PyTorch student/teacher of exported artifacts, on this device (no torch)."""
+    from kd2edge.bench_report import table_rows
+
+    if import_file is not None:
+        from kd2edge.benchmark_model import import_log
+
+        rows = [import_log(import_file, artifact=artifacts[0] if artifacts else None, device_name=device_name, out=out)]
+    else:
+        from kd2edge.bench import bench
+
+        rows = bench(artifacts or [], threads or None, batch, runs, seconds, warmup, dataset, out=out,
+                     progress=not as_json)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    headers, cells = table_rows(rows)
+    t = Table(title=f"kd2edge bench on {rows[0]['cpu']} ({rows[0]['device_id']})")
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("artifact", "runtime") else "right")
+    for c in cells:
+        t.add_row(*c)
+    (console if console.is_terminal else Console(width=200)).print(t)
+    for r in rows:
+        if r.get("note"):
+            console.print(f"note ({r['artifact']}): {r['note']}", highlight=False)
+    console.print(f"appended {len(rows)} row(s) to {out / 'bench.csv'}", highlight=False)
 
 # --- run: kd2edge/run.py owns this command ---
 

@@ -44,7 +44,8 @@ class Dataset:
     classes: list[str]
     name: str
     split: str
-    extra: dict = field(default_factory=dict)  # e.g. coarse labels for CIFAR-100
+    extra: dict = field(default_factory=dict)  # per-sample arrays, e.g. coarse labels for CIFAR-100
+    extra_classes: dict = field(default_factory=dict)  # names for the extra labels, e.g. coarse class names
 
     def __len__(self):
         return len(self.y)
@@ -57,7 +58,17 @@ class Dataset:
         if n is None or n >= len(self):
             return self
         return Dataset(self.x[:n], self.y[:n], self.classes, self.name, self.split,
-                       {k: v[:n] for k, v in self.extra.items()})
+                       {k: v[:n] for k, v in self.extra.items()}, self.extra_classes)
+
+    def check(self, where) -> "Dataset":
+        """Fail on labels outside [0, num_classes) or images that are not uint8 (N, H, W, 3)."""
+        if self.x.dtype != np.uint8 or self.x.ndim != 4 or self.x.shape[-1] != 3 or len(self.x) != len(self.y):
+            raise Kd2EdgeError(f"{where}: images must be uint8 (N,H,W,3) with one label each; got {self.x.dtype} "
+                               f"{self.x.shape}, {len(self.y)} labels")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= self.num_classes):
+            raise Kd2EdgeError(f"{where}: labels must lie in [0, {self.num_classes}) for {self.num_classes} classes; "
+                               f"found {int(self.y.min())}..{int(self.y.max())}")
+        return self
 
 
 def _unpickle(path: Path) -> dict:
@@ -138,51 +149,74 @@ def load_cifar100(split: str, root: Path, download: bool = False) -> Dataset:
         raise Kd2EdgeError(f"missing {f} (expected {CIFAR_LAYOUT['cifar100']})")
     raw = _unpickle(f)
     x, y = _cifar_rows(raw, f, "fine_labels")
-    extra = {"coarse": np.asarray(raw.get("coarse_labels", []), dtype=np.int64)} if "coarse_labels" in raw else {}
-    classes = [str(i) for i in range(100)]
+    extra = {"coarse": np.asarray(raw["coarse_labels"], dtype=np.int64)} if "coarse_labels" in raw else {}
+    classes, coarse = [str(i) for i in range(100)], [str(i) for i in range(20)]
     if (d / "meta").exists():
-        classes = _names(_unpickle(d / "meta").get("fine_label_names", classes))
-    return Dataset(np.ascontiguousarray(x), y, classes, "cifar100", split, extra)
+        meta = _unpickle(d / "meta")
+        classes = _names(meta.get("fine_label_names", classes))
+        coarse = _names(meta.get("coarse_label_names", coarse))
+    return Dataset(np.ascontiguousarray(x), y, classes, "cifar100", split, extra,
+                   {"coarse": coarse} if extra else {})
 
 
-def load_image_folder(root: Path, split: str, size: int | None = None) -> Dataset:
-    """ImageFolder tree. Images are converted to RGB and resized to `size` (default: the first image's)."""
+def _split_dir(root: Path, split: str) -> Path:
+    names = (split, "val") if split == "test" else (split,)  # `val/` stands in for a missing `test/`
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise Kd2EdgeError(f"{root / split} not found (expected an image folder {root}/{{train,test}}/<class>/*.png|jpg)")
+
+
+def load_image_folder(root: Path, split: str, size: int | tuple[int, int] | None = None) -> Dataset:
+    """ImageFolder tree. Images are converted to RGB and resized to `size` (an int for square images or
+    (height, width); default: the first image's height, square). Class names and label numbers come from
+    the class folders of ALL splits, so train and test agree even when a split lacks a class."""
     from PIL import Image
 
-    d = root / split
-    if not d.is_dir():
-        raise Kd2EdgeError(f"{d} not found (expected an image folder {root}/{{train,test}}/<class>/*.png|jpg)")
-    classes = sorted(p.name for p in d.iterdir() if p.is_dir())
-    if not classes:
+    d = _split_dir(root, split)
+    classes = sorted({p.name for s in ("train", "test", "val") if (root / s).is_dir()
+                      for p in (root / s).iterdir() if p.is_dir()})
+    if not any(p.is_dir() for p in d.iterdir()):
         raise Kd2EdgeError(f"{d} has no class folders (expected {d}/<class>/*.png|jpg)")
+    hw = (size, size) if isinstance(size, int) else (tuple(size) if size else None)
     xs, ys = [], []
     for i, c in enumerate(classes):
+        if not (d / c).is_dir():
+            continue
         for p in sorted((d / c).iterdir()):
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                img = Image.open(p).convert("RGB")
+                with Image.open(p) as im:
+                    img = im.convert("RGB")
             except Exception as e:
                 raise Kd2EdgeError(f"cannot read image {p}: {e}") from None
-            if size is None:
-                size = img.size[1]
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
+            if hw is None:
+                hw = (img.size[1], img.size[1])
+            if img.size != (hw[1], hw[0]):
+                img = img.resize((hw[1], hw[0]), Image.BILINEAR)
             xs.append(np.asarray(img, dtype=np.uint8))
             ys.append(i)
     if not xs:
-        raise Kd2EdgeError(f"no images under {d}")
+        raise Kd2EdgeError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {d}/<class>/")
     return Dataset(np.stack(xs), np.asarray(ys, dtype=np.int64), classes, root.name, split)
 
 
 def load_npz(path: Path, split: str) -> Dataset:
+    """`x` (uint8 N,H,W,C or N,H,W) and `y`; or per split `x_train`/`y_train`, `x_test`/`y_test`.
+    Optional `classes` (names); else the classes are 0..max label."""
     try:
         z = np.load(path, allow_pickle=False)
-        x, y = z["x"], z["y"]
-    except KeyError as e:
-        raise Kd2EdgeError(f"{path} lacks array {e} (expected x: uint8 N,H,W,C and y: labels)") from None
+        keys = (f"x_{split}", f"y_{split}") if f"x_{split}" in z.files else ("x", "y")
+        lacking = [k for k in keys if k not in z.files]
+        if lacking:
+            raise Kd2EdgeError(f"{path} lacks array {lacking[0]!r} (has {', '.join(z.files) or 'none'}; expected "
+                               f"x: uint8 N,H,W,C and y: labels, or x_{split}/y_{split})")
+        x, y = z[keys[0]], z[keys[1]]
+    except Kd2EdgeError:
+        raise
     except Exception as e:
-        raise Kd2EdgeError(f"cannot read {path}: {e}") from None
+        raise Kd2EdgeError(f"cannot read {path}: {type(e).__name__}: {e} (expected an .npz with x and y)") from None
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.dtype != np.uint8 or len(x) != len(y):
@@ -190,8 +224,8 @@ def load_npz(path: Path, split: str) -> Dataset:
                            f"{len(y)} labels")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
-    y = np.asarray(y, dtype=np.int64)
-    classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max()) + 1)]
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max(initial=0)) + 1)]
     return Dataset(np.ascontiguousarray(x), y, classes, path.stem, split)
 
 
@@ -199,10 +233,14 @@ DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}
 
 
 def load_dataset(source: str, split: str = "test", data_dir=None, download: bool = False,
-                 limit: int | None = None) -> Dataset:
-    """Load `source` (a DATASETS name, an ImageFolder directory or an .npz file) for `split`."""
+                 limit: int | None = None, size: int | tuple[int, int] | None = None) -> Dataset:
+    """Load `source` (a DATASETS name, an ImageFolder directory or an .npz file) for `split`.
+    `size` resizes an image folder's images (int or (height, width)); `limit` keeps the first N."""
     if split not in ("train", "test"):
         raise Kd2EdgeError(f"unknown split {split!r}; valid: train, test")
+    if limit is not None and limit < 1:
+        raise Kd2EdgeError(f"--limit must be at least 1, got {limit}")
+    source = str(source)
     if source in DATASETS:
         ds = DATASETS[source](split, location("data", data_dir), download)
     else:
@@ -210,11 +248,14 @@ def load_dataset(source: str, split: str = "test", data_dir=None, download: bool
         if p.suffix == ".npz" and p.is_file():
             ds = load_npz(p, split)
         elif p.is_dir():
-            ds = load_image_folder(p, split)
+            ds = load_image_folder(p, split, size)
+        elif p.suffix == ".npz" or "/" in source or "\\" in source:
+            raise Kd2EdgeError(f"dataset {source} not found (expected an image folder root/{{train,test}}/<class>/"
+                               "*.png|jpg or an .npz file)")
         else:
             raise Kd2EdgeError(f"unknown dataset {source!r}: valid names are {', '.join(DATASETS)}, "
                                "or a path to an image folder (root/train/<class>/...) or an .npz file")
-    return ds.subset(limit)
+    return ds.check(f"dataset {source} ({split})").subset(limit)
 
 
 def stats_for(name: str) -> dict:

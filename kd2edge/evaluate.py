@@ -17,19 +17,26 @@ from kd2edge.zoo import count_macs, count_params
 
 
 @torch.no_grad()
-def predict(model, x_uint8: np.ndarray, preprocessing: dict, batch_size: int = 500) -> np.ndarray:
-    """Logits (float32 numpy) of `model` on uint8 NHWC images."""
+def predict(model, x_uint8: np.ndarray, preprocessing: dict, batch_size: int = 500, on_batch=None) -> np.ndarray:
+    """Logits (float32 numpy) of `model` on uint8 NHWC images; `on_batch(n)` is called after each batch."""
     model.eval()
     out = []
     for i in range(0, len(x_uint8), batch_size):
-        out.append(model(normalize(x_uint8[i:i + batch_size], preprocessing)).float())
+        logits = model(normalize(x_uint8[i:i + batch_size], preprocessing))
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise Kd2EdgeError(f"the model must return logits of shape (batch, classes); got "
+                               f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}")
+        out.append(logits.float())
+        if on_batch:
+            on_batch(len(logits))
     return torch.cat(out).numpy()
 
 
 @torch.no_grad()
 def torch_latency(model, input_size, runs: int = 100, warmup: int = 10, batch: int = 256,
-                  throughput_runs: int = 3) -> dict:
-    """Batch-1 latency (median over `runs` after `warmup`) and throughput at `batch`, on this CPU."""
+                  throughput_runs: int = 3, on_step=None) -> dict:
+    """Batch-1 latency (median over `runs` after `warmup`) and throughput at `batch`, on this CPU.
+    `on_step(1)` is called after each timed run (runs + throughput_runs calls)."""
     model.eval()
     x1 = torch.randn(1, *input_size)
     for _ in range(warmup):
@@ -39,22 +46,30 @@ def torch_latency(model, input_size, runs: int = 100, warmup: int = 10, batch: i
         t = time.perf_counter()
         model(x1)
         times.append(time.perf_counter() - t)
+        if on_step:
+            on_step(1)
     xb = torch.randn(batch, *input_size)
     model(xb)
-    t = time.perf_counter()
+    elapsed = 0.0
     for _ in range(throughput_runs):
+        t = time.perf_counter()
         model(xb)
-    rate = batch * throughput_runs / (time.perf_counter() - t)
+        elapsed += time.perf_counter() - t
+        if on_step:
+            on_step(1)
+    rate = batch * throughput_runs / elapsed
     return {"latency_ms_b1": float(np.median(times) * 1000), "throughput_ips": float(rate), "batch": batch,
             "threads": torch.get_num_threads()}
 
 
 def model_cost(model, input_size) -> dict:
+    """Parameters and MACs per image (None when the flop counter cannot see the ops, e.g. TorchScript)."""
     cost = {"params": count_params(model)}
     try:
-        cost["macs"] = int(count_macs(model, tuple(input_size)))
-    except Exception:  # TorchScript modules cannot always be traced by the flop counter
-        cost["macs"] = None
+        macs = int(count_macs(model, tuple(input_size)))
+    except Exception:
+        macs = 0
+    cost["macs"] = macs or None  # TorchScript runs outside Python dispatch: the counter sees nothing
     return cost
 
 
@@ -62,25 +77,79 @@ def check_classes(model_classes: int, ds: Dataset, what: str = "model") -> None:
     if model_classes != ds.num_classes:
         raise Kd2EdgeError(f"{what} has {model_classes} classes but dataset {ds.name} has {ds.num_classes}; "
                            "use a checkpoint trained on this dataset or the matching --dataset")
+    if len(ds.y) and int(ds.y.max()) >= model_classes:
+        raise Kd2EdgeError(f"dataset {ds.name} has label {int(ds.y.max())}, outside the {model_classes} classes "
+                           f"of the {what}")
+
+
+def _dataset_name(info: dict) -> str:
+    """The dataset a checkpoint was made for: its provenance, a known teacher's, else cifar10."""
+    from kd2edge.teachers import TEACHERS
+
+    ds = (info.get("provenance") or {}).get("dataset")
+    if isinstance(ds, dict):
+        ds = ds.get("name") or ds.get("source")
+    if ds:
+        return str(ds)
+    for _, (arch, name, rel, _url) in TEACHERS.items():
+        if Path(info.get("path", "")).name == Path(rel).name:
+            return name
+    return "cifar10"
+
+
+def match_classes(ds: Dataset, classes: list[str] | None, what: str) -> Dataset:
+    """Relabel `ds` into the checkpoint's class order when both name the same classes in another order;
+    fail when the names differ (numeric default names such as '0', '1' count as unnamed)."""
+    if not classes or list(classes) == ds.classes:
+        return ds
+    if all(c.isdigit() for c in ds.classes):  # unnamed (npz) classes take the checkpoint's names
+        return ds if len(classes) != ds.num_classes else Dataset(ds.x, ds.y, list(classes), ds.name, ds.split,
+                                                                  ds.extra, ds.extra_classes)
+    if sorted(classes) != sorted(ds.classes):
+        extra, missing = sorted(set(ds.classes) - set(classes)), sorted(set(classes) - set(ds.classes))
+        raise Kd2EdgeError(f"{what} classes differ from dataset {ds.name}'s: dataset only {extra[:5]}, "
+                           f"{what} only {missing[:5]}; evaluate on the dataset it was trained on")
+    index = {c: i for i, c in enumerate(classes)}
+    remap = np.asarray([index[c] for c in ds.classes], dtype=np.int64)
+    return Dataset(ds.x, remap[ds.y], list(classes), ds.name, ds.split, ds.extra, ds.extra_classes)
 
 
 def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, split: str = "test",
              data_dir=None, out=None, limit: int | None = None, batch_size: int = 500,
-             latency: bool = True) -> dict:
-    model, info = load_model(checkpoint, arch)
-    dataset = dataset or info.get("provenance", {}).get("dataset") or "cifar10"
-    ds = load_dataset(dataset, split, data_dir, limit=limit)
-    prep = info["preprocessing"] or {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                     "input_size": [3, *ds.x.shape[1:3]]}
-    logits = predict(model, ds.x, prep, batch_size)
-    check_classes(logits.shape[1], ds)
-    report = classification_report(logits, ds.y, info.get("classes") or ds.classes)
-    input_size = prep.get("input_size") or [3, *ds.x.shape[1:3]]
+             latency: bool = True, num_classes: int | None = None, progress=None) -> dict:
+    """Evaluate a checkpoint on a dataset split. `progress(phase, total)` may return a callback(n) that
+    advances a progress bar (see kd2edge.cli)."""
+    if batch_size < 1:
+        raise Kd2EdgeError(f"--batch-size must be at least 1, got {batch_size}")
+    model, info = load_model(checkpoint, arch, num_classes)
+    dataset = dataset or _dataset_name(info)
+    prep = info.get("preprocessing")
+    size = tuple(prep["input_size"][1:]) if info["source"] == "native" and prep and prep.get("input_size") else None
+    ds = load_dataset(dataset, split, data_dir, limit=limit, size=size)
+    if prep is None:  # TorchScript without kd2edge metadata: ImageNet statistics, like the foreign teachers
+        prep = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    if info["source"] != "native":  # foreign nets take whatever size the dataset has
+        prep = {**prep, "input_size": [3, *ds.x.shape[1:3]]}
+    elif size and tuple(ds.x.shape[1:3]) != size:
+        raise Kd2EdgeError(f"{info['path']} expects {size[0]}x{size[1]} images but {ds.name} has "
+                           f"{ds.x.shape[1]}x{ds.x.shape[2]}; use a dataset of that size")
+    what = f"checkpoint {Path(info['path']).name}"
+    expected = info.get("num_classes") or num_classes
+    if expected:
+        check_classes(int(expected), ds, what)
+    ds = match_classes(ds, info.get("classes"), what)
+    step = progress("predict", len(ds)) if progress else None
+    logits = predict(model, ds.x, prep, batch_size, on_batch=step)
+    check_classes(logits.shape[1], ds, what)
+    report = classification_report(logits, ds.y, ds.classes)
+    input_size = prep["input_size"]
     result = {"checkpoint": str(info["path"]), "sha256": info["sha256"], "arch": info["arch"],
               "source": info["source"], "dataset": ds.name, "split": split, **report,
-              **model_cost(model, input_size)}
+              **model_cost(model, input_size), "input_size": list(input_size)}
     if latency:
-        result.update(torch_latency(model, input_size))
+        runs, throughput_runs = 100, 3
+        step = progress("latency", runs + throughput_runs) if progress else None
+        result.update(torch_latency(model, input_size, runs=runs, throughput_runs=throughput_runs, on_step=step))
     if out is not None:
         write_outputs(result, Path(out))
     return result

@@ -157,6 +157,12 @@ MODELS = {
 }
 STUDENTS = ("plaincnn", "resnet8", "resnet14", "mobilenetv2")
 TORCHVISION_PREFIX = "tv:"
+# Size knobs of each net (keyword arguments of create_model) with their defaults; tests check they agree.
+# mobilenetv2: every channel count, last_channels included, is scaled by width_mult (320 at the default 0.5).
+_RESNET_KNOBS = {"width": 16}
+KNOBS = {**{f"resnet{d}": _RESNET_KNOBS for d in (20, 32, 44, 56, 110, 8, 14)},
+         "plaincnn": {"width": 32, "depth": 1, "stages": 3},
+         "mobilenetv2": {"width_mult": 0.5, "last_channels": 1280}}
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
@@ -164,10 +170,21 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
         return _torchvision(name[len(TORCHVISION_PREFIX):], num_classes, **kwargs)
     if name not in MODELS:
         raise Kd2EdgeError(f"unknown arch {name!r}; valid: {', '.join(MODELS)} or tv:<torchvision name>")
+    unknown = set(kwargs) - set(KNOBS.get(name, {}))
+    if unknown:
+        raise Kd2EdgeError(f"arch {name!r} has no option {', '.join(sorted(unknown))}; its size knobs are "
+                           f"{', '.join(f'{k}={v}' for k, v in KNOBS.get(name, {}).items()) or 'none'}")
     try:
         return MODELS[name](num_classes=num_classes, **kwargs)
-    except TypeError as e:
-        raise Kd2EdgeError(f"bad arguments for arch {name!r}: {e}") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise Kd2EdgeError(f"bad arguments for arch {name!r} {kwargs}: {e}") from None
+
+
+def describe(name: str, num_classes: int = 10, input_size=(3, 32, 32)) -> dict:
+    """One zoo row: name, role, size knobs with defaults, params and MACs at `input_size`."""
+    m = create_model(name, num_classes)
+    return {"name": name, "role": "student" if name in STUDENTS else "teacher", "knobs": dict(KNOBS.get(name, {})),
+            "params": count_params(m), "macs": count_macs(m, input_size)}
 
 
 def count_params(model: nn.Module) -> int:

@@ -65,3 +65,14 @@ def _env(tmp_path_factory):
     """Keep tests from writing caches into the work tree."""
     os.environ.setdefault("KD2EDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
     yield
+
+
+@pytest.fixture(scope="session")
+def bench_artifacts(tmp_path_factory, cifar10_dir, teacher_path):
+    """Real artifact folders (ONNX + TFLite, fp32 + int8) of the resnet20 teacher file used as a student, with
+    eval.npz holding 100 CIFAR-10 test images and resnet56 teacher logits (see tests/bench_artifacts.py)."""
+    from bench_artifacts import export_artifacts
+
+    os.environ.setdefault("KD2EDGE_DATA", str(cifar10_dir))
+    made = export_artifacts(tmp_path_factory.mktemp("exports"), teacher_path("resnet20"), teacher_path("resnet56"))
+    return {name.split("-", 2)[2]: p for name, p in made.items()}  # keys: onnx, onnx-int8, tflite, tflite-int8

@@ -1,0 +1,119 @@
+"""Bench reports: JSON per run, rows appended to `bench.csv` keyed by device, accuracy-vs-latency PNG, and the
+terminal table. No torch. Every write is atomic (temp file beside the target, then rename)."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+from pathlib import Path
+
+from kd2edge.paths import write_json, write_text
+
+# CSV columns in order: device first (the key), then the artifact, latency, accuracy and drift.
+CSV_COLUMNS = [
+    "device_id", "cpu", "board", "arch", "cores", "isa", "os", "python", "source", "created",
+    "artifact", "target", "precision", "runtime", "runtime_version", "threads", "batch", "model_mb",
+    "load_ms", "first_ms", "warmup", "runs", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms",
+    "peak_rss_mb", "n_eval", "top1", "student_top1", "agree_student", "delta_student", "max_logit_diff",
+    "mean_logit_diff", "sqnr_db", "teacher_top1", "agree_teacher", "delta_teacher",
+    "dataset", "dataset_n", "dataset_top1", "note", "path",
+]
+# The terminal table: (header, row key, format).
+TABLE = [("artifact", "artifact", "{}"), ("runtime", "runtime", "{}"), ("thr", "threads", "{}"),
+         ("batch", "batch", "{}"), ("MB", "model_mb", "{:.2f}"), ("load ms", "load_ms", "{:.1f}"),
+         ("p50 ms", "p50_ms", "{:.3f}"), ("p90 ms", "p90_ms", "{:.3f}"), ("p99 ms", "p99_ms", "{:.3f}"),
+         ("RSS MB", "peak_rss_mb", "{:.0f}"), ("top-1", "top1", "{:.2f}"), ("agree S", "agree_student", "{:.2f}"),
+         ("Δ S", "delta_student", "{:+.2f}"), ("max|Δlogit|", "max_logit_diff", "{:.2g}"),
+         ("agree T", "agree_teacher", "{:.2f}"), ("Δ T", "delta_teacher", "{:+.2f}")]
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True):
+    """A rich progress bar refreshed only between timed runs (callers call bar.refresh()), or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True,
+                  auto_refresh=False) as bar:  # no refresh thread competing with the timed runs
+        yield bar
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells for one row per artifact run ('' where a value is missing)."""
+    cells = []
+    for r in rows:
+        line = []
+        for _, key, fmt in TABLE:
+            v = r.get(key)
+            line.append("" if v is None or v == "" else fmt.format(v))
+        cells.append(line)
+    return [h for h, _, _ in TABLE], cells
+
+
+def csv_text(rows: list[dict], existing: str = "") -> str:
+    """`existing` CSV text with `rows` appended; columns are CSV_COLUMNS plus any extra keys, old rows kept."""
+    old = list(csv.DictReader(io.StringIO(existing))) if existing.strip() else []
+    columns = list(CSV_COLUMNS)
+    for r in [*old, *rows]:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in [*old, *rows]:
+        w.writerow({k: _cell(r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(map(str, v))
+    return v
+
+
+def append_csv(rows: list[dict], path) -> Path:
+    path = Path(path)
+    existing = path.read_text() if path.exists() else ""
+    return write_text(path, csv_text(rows, existing))
+
+
+def write_reports(rows: list[dict], device: dict, out="benchmarks/results", source: str = "kd2edge bench") -> dict:
+    """bench-<device>-<time>.json, rows appended to bench.csv, and bench.png (accuracy vs p50) when possible."""
+    out = Path(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    paths = {"json": out / f"bench-{device['device_id']}-{stamp}.json", "csv": out / "bench.csv"}
+    write_json(paths["json"], {"format": "kd2edge.bench", "format_version": 1, "source": source,
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device, "results": rows})
+    append_csv(rows, paths["csv"])
+    png = plot(out / "bench.png", paths["csv"])
+    if png:
+        paths["png"] = png
+    return paths
+
+
+def plot(path, csv_path) -> Path | None:
+    """Top-1 vs p50 latency of every row of the CSV with both values (matplotlib optional)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None
+    from kd2edge.plots import scatter_png
+
+    points = []
+    for r in csv.DictReader(io.StringIO(Path(csv_path).read_text())):
+        try:
+            points.append({"p50_ms": float(r["p50_ms"]), "top1": float(r["top1"]),
+                           "name": f"{r['artifact']} t{r['threads']} b{r['batch']}"})
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not points:
+        return None
+    return scatter_png(points, path, title="Accuracy vs latency (all rows of bench.csv)")

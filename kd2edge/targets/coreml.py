@@ -1,0 +1,117 @@
+"""CoreML: an ML program (`.mlpackage`) converted from a torch ExportedProgram, fp32 or fp16; `w8` =
+8-bit per-channel symmetric weights (coremltools linear_quantize_weights); `w8a8` = int8 weights and
+activations, quantized torch-side (coremltools.optimize.torch LinearQuantizer calibrated on training
+images) because activation calibration on the ML program needs macOS.
+
+Input: float32 raw pixels 0..255, NHWC, batch 1. On macOS the artifact is verified with the CoreML
+runtime; elsewhere the saved ML program is evaluated op by op with numpy (kd2edge.mil_eval).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from kd2edge import Kd2EdgeError, require
+from kd2edge.targets import deployable, op_error, sample_input
+
+RUNTIME = "coreml"
+MODEL_FILE = "model.mlpackage"
+LAYOUT = "NHWC"
+PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
+INT8 = ("w8", "w8a8")
+MIN_DEPLOYMENT = "iOS17"
+# coremltools 9.0 builds a silently wrong W8A8 model with this pass when a reshape sits between two
+# quantize nodes of different scales (see TOOLCHAIN.md): never run it.
+UNSAFE_PASSES = ("common::int_op_canonicalization",)
+
+
+def _w8a8(net, x, calib, batch: int = 32):
+    """Insert int8 fake-quant for weights and activations with coremltools' torch quantizer, calibrate."""
+    import torch
+    from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig
+
+    config = LinearQuantizerConfig.from_dict({"global_config": {
+        "quantization_scheme": "symmetric", "milestones": [0, 0, 10, 10],
+        "activation_dtype": "quint8", "weight_dtype": "qint8", "weight_per_channel": True}})
+    quantizer = LinearQuantizer(net, config)
+    prepared = quantizer.prepare(example_inputs=(x,), inplace=False)
+    quantizer.step()
+    with torch.no_grad():
+        for i in range(0, len(calib), batch):
+            prepared(torch.as_tensor(calib[i:i + batch]).float())
+    return quantizer.finalize(inplace=False).eval()
+
+
+def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
+    torch = require("torch", "export")
+    ct = require("coremltools", "export")
+    if precision not in PRECISIONS:
+        raise Kd2EdgeError(f"coreml cannot export precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
+    net = deployable(model, preprocessing, channels_last=True)
+    x = sample_input(calib, channels_last=True, n=1)
+    if precision == "w8a8":
+        net = _w8a8(net, x, calib)
+    try:
+        exported = torch.export.export(net, (x,)).run_decompositions({})
+    except Exception as e:
+        raise op_error("coreml", e) from None
+    pipeline = ct.PassPipeline.DEFAULT
+    for name in UNSAFE_PASSES:
+        if name in pipeline.passes:
+            pipeline.remove_passes([name])
+    try:
+        mlmodel = ct.convert(exported, convert_to="mlprogram", pass_pipeline=pipeline,
+                             minimum_deployment_target=getattr(ct.target, MIN_DEPLOYMENT),
+                             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                             # new TensorType objects per call: convert mutates them (TOOLCHAIN.md)
+                             inputs=[ct.TensorType(name="pixels", shape=(1, h, w, c), dtype=np.float32)],
+                             outputs=[ct.TensorType(name="logits", dtype=np.float32)])
+    except Exception as e:
+        raise op_error("coreml", e, exported) from None
+    if precision == "w8":
+        cfg = ct.optimize.coreml.OptimizationConfig(global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0))
+        mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, config=cfg)
+    mlmodel.save(str(path))
+    schemes = {"w8": "int8 weights (linear_symmetric, per-channel), fp32 activations",
+               "w8a8": "int8 weights (symmetric, per-channel) and uint8 activations (torch-side observers)"}
+    return {"input": {"name": "pixels", "shape": [1, h, w, c], "layout": LAYOUT, "dtype": "float32",
+                      "range": [0, 255]},
+            "output": {"name": "logits", "shape": [None, None], "dtype": "float32"},
+            "quantization": {"scheme": schemes[precision], "input": None, "output": None}
+            if precision in schemes else None,
+            "compute_precision": "float16" if precision == "fp16" else "float32",
+            "tool_versions": {"coremltools": ct.__version__, "minimum_deployment_target": MIN_DEPLOYMENT}}
+
+
+def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
+    """On macOS the CoreML runtime (batch 1); elsewhere the numpy evaluation of the saved ML program."""
+    if platform.system() == "Darwin":
+        ct = require("coremltools", "export")
+        model = ct.models.MLModel(str(path))
+        out = [model.predict({"pixels": img[None].astype(np.float32)})["logits"] for img in x_uint8]
+        return np.concatenate(out).astype(np.float32), "runtime"
+    from kd2edge.mil_eval import evaluate_program
+
+    out = [evaluate_program(path, {"pixels": x_uint8[i:i + batch].astype(np.float32)})["logits"]
+           for i in range(0, len(x_uint8), batch)]
+    return np.concatenate(out).astype(np.float32), "numpy-mil"
+
+
+def embed_metadata(path, meta: dict) -> None:
+    """Write author/version/description and the whole meta as user_defined_metadata into the package."""
+    ct = require("coremltools", "export")
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    model.short_description = f"kd2edge {meta['name']}: raw pixels 0..255 NHWC -> logits"
+    model.version = str(meta["format_version"])
+    model.user_defined_metadata["kd2edge"] = json.dumps(meta, default=str)
+    model.user_defined_metadata["classes"] = json.dumps(meta.get("classes"))
+    tmp = Path(f"{path}.meta.tmp")
+    model.save(str(tmp))
+    shutil.rmtree(path)
+    tmp.rename(path)

@@ -1,0 +1,129 @@
+"""ONNX: torch's dynamo exporter (weights inside the file, dynamic batch axis), onnxsim, and
+onnxruntime static quantization (QDQ, per-channel int8 weights and activations) for int8.
+
+Input: float32 raw pixels 0..255, NHWC; the graph normalizes. int8 keeps float I/O (the Q/DQ pairs sit
+inside the graph), so the artifact's quantization record has no input/output parameters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kd2edge import Kd2EdgeError, require
+from kd2edge.targets import deployable, op_error, sample_input
+
+RUNTIME = "onnxruntime"
+MODEL_FILE = "model.onnx"
+LAYOUT = "NHWC"
+PRECISIONS = ("fp32", "int8")
+INT8 = ("int8",)
+OPSET = 18
+
+
+def _export_fp32(model, preprocessing, path: Path, calib) -> None:
+    torch = require("torch", "export")
+    onnx = require("onnx", "export")
+    onnxsim = require("onnxsim", "export")
+    net = deployable(model, preprocessing, channels_last=True)
+    x = sample_input(calib, channels_last=True)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        exported = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
+    except Exception as e:
+        raise op_error("onnx", e) from None
+    try:
+        program = torch.onnx.export(exported, (x,), dynamo=True, external_data=False, opset_version=OPSET,
+                                    input_names=["pixels"], output_names=["logits"], verbose=False)
+    except Exception as e:
+        raise op_error("onnx", e, exported) from None
+    proto = program.model_proto
+    simplified, ok = onnxsim.simplify(proto)
+    if ok:
+        proto = simplified
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over raw-pixel training images (uint8 NHWC), 32 per batch."""
+
+    def __init__(self, name: str, calib, batch: int = 32):
+        self.batches = iter([{name: calib[i:i + batch].astype("float32")} for i in range(0, len(calib), batch)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _quantize(fp32_path: Path, path: Path, calib) -> None:
+    q = require("onnxruntime.quantization", "export")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
+                          per_channel=True, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                          calibrate_method=q.CalibrationMethod.MinMax,
+                          extra_options={"CalibTensorRangeSymmetric": False})
+
+
+def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
+    path = Path(path)
+    c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
+    if precision == "fp32":
+        _export_fp32(model, preprocessing, path, calib)
+        quantization = None
+    elif precision == "int8":
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            _export_fp32(model, preprocessing, fp32, calib)
+            _quantize(fp32, path, calib)
+        quantization = {"scheme": "onnxruntime static QDQ, int8 activations (MinMax, asymmetric), "
+                                  "int8 weights (per-channel, symmetric)",
+                        "input": None, "output": None}
+    else:
+        raise Kd2EdgeError(f"onnx cannot export precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    import onnx
+    import onnxruntime
+    import onnxsim
+
+    return {"input": {"name": "pixels", "shape": [None, h, w, c], "layout": LAYOUT, "dtype": "float32",
+                      "range": [0, 255]},
+            "output": {"name": "logits", "shape": [None, None], "dtype": "float32"},
+            "quantization": quantization,
+            "tool_versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                              "onnxsim": onnxsim.__version__, "opset": OPSET}}
+
+
+def session(path, threads: int | None = None):
+    ort = require("onnxruntime", "device")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
+    import numpy as np
+
+    sess = session(path)
+    name = sess.get_inputs()[0].name
+    out = [sess.run(None, {name: x_uint8[i:i + batch].astype(np.float32)})[0] for i in range(0, len(x_uint8), batch)]
+    return np.concatenate(out).astype(np.float32), "runtime"
+
+
+def embed_metadata(path, meta: dict) -> None:
+    onnx = require("onnx", "export")
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in {"kd2edge": json.dumps(meta, default=str), "classes": json.dumps(meta.get("classes")),
+                 "preprocessing": json.dumps(meta.get("preprocessing"))}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "kd2edge"
+    tmp = f"{path}.meta.tmp"
+    onnx.save_model(proto, tmp)
+    os.replace(tmp, path)

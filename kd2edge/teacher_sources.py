@@ -1,0 +1,165 @@
+"""Teachers for distillation: a frozen model that maps uint8 NHWC image batches to logits.
+
+Sources (`load_teacher(spec, arch)`):
+- a known name (`cifar10-resnet56`, see kd2edge.teachers), a native kd2edge checkpoint, or a foreign state
+  dict with `arch` -> `TorchTeacher` (logits, features through forward hooks, penultimate features);
+- a TorchScript file -> `TorchTeacher` (logits; features only if the named submodule exists);
+- an `.onnx` file run with onnxruntime -> `OnnxTeacher` (logits only). Its input is RAW pixels 0..255
+  (docs/CONTRACTS.md: normalization is inside the graph), NHWC or NCHW as its input shape says.
+
+Every teacher is in eval mode with gradients off. `head` replaces the teacher's classifier with a probe
+(cross-dataset adaptation, kd2edge.probe); its checksum then enters `cache_id`.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kd2edge import Kd2EdgeError, require
+from kd2edge.batches import Normalizer
+from kd2edge.data import STATS
+from kd2edge.paths import resolve_file, sha256
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise Kd2EdgeError("the teacher has no nn.Linear classifier to read penultimate features from")
+    return found[-1]
+
+
+class TorchTeacher:
+    def __init__(self, model: nn.Module, info: dict, preprocessing: dict, bf16: bool = False):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.info, self.bf16, self.head = info, bf16, None
+        self.normalizer = Normalizer(preprocessing["mean"], preprocessing["std"], channels_last=True)
+        self.num_classes = info["num_classes"]
+        self.source = info["source"]
+        self.sha256 = info["sha256"]
+
+    @property
+    def cache_id(self) -> str:
+        parts = [self.sha256, "bf16" if self.bf16 else "fp32"]
+        if self.head is not None:
+            w = torch.cat([self.head.weight.flatten(), self.head.bias.flatten()]).numpy().tobytes()
+            parts.append(hashlib.sha256(w).hexdigest()[:16])
+        return "-".join(parts)
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    @torch.no_grad()
+    def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            with self._autocast():
+                return self.model(self.normalizer(x_uint8)).float()
+        return self.head(self.penultimate(x_uint8))
+
+    @torch.no_grad()
+    def penultimate(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """The input of the last nn.Linear (pooled features), float32."""
+        _, linear = last_linear(self.model)
+        got = {}
+        h = linear.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0]))
+        try:
+            with self._autocast():
+                self.model(self.normalizer(x_uint8))
+        finally:
+            h.remove()
+        return got["x"].float()
+
+    def set_head(self, head: nn.Linear):
+        self.head = head.eval()
+        self.num_classes = head.out_features
+
+
+class OnnxTeacher:
+    needs_uint8 = True
+
+    def __init__(self, path: Path, threads: int | None = None):
+        ort = require("onnxruntime", "export")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise Kd2EdgeError(f"onnxruntime cannot load teacher {path}: {str(e).splitlines()[0]}") from None
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name, self.nhwc = inp.name, inp.shape[-1] == 3
+        self.dtype = np.uint8 if "uint8" in inp.type else np.float32
+        last = out.shape[-1]
+        self.num_classes = last if isinstance(last, int) else None
+        self.source, self.sha256, self.head, self.bf16 = "onnx", sha256(path), None, False
+        self.info = {"path": str(path), "sha256": self.sha256, "arch": "onnx", "source": "onnx",
+                     "num_classes": self.num_classes}
+        if self.num_classes is None:
+            self.num_classes = self.logits(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
+            self.info["num_classes"] = self.num_classes
+
+    @property
+    def cache_id(self) -> str:
+        return f"{self.sha256}-onnx"
+
+    def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        x = x_uint8.numpy()
+        if not self.nhwc:
+            x = x.transpose(0, 3, 1, 2)
+        y = self.session.run(None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))})[0]
+        return torch.from_numpy(np.asarray(y, dtype=np.float32))
+
+    def penultimate(self, x_uint8):
+        raise Kd2EdgeError("an ONNX teacher gives logits only; cross-dataset adaptation and feature methods "
+                           "need a PyTorch teacher (checkpoint or TorchScript)")
+
+
+def teacher_preprocessing(spec) -> dict:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec not in STATS:
+            raise Kd2EdgeError(f"unknown teacher_preprocessing {spec!r}; valid: {', '.join(STATS)} or {{mean, std}}")
+        return {"mean": list(STATS[spec]["mean"]), "std": list(STATS[spec]["std"])}
+    return {"mean": list(spec["mean"]), "std": list(spec["std"])}
+
+
+def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, preprocessing=None):
+    """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file."""
+    from kd2edge.checkpoint import load_model
+    from kd2edge.teachers import TEACHERS
+
+    if str(spec) not in TEACHERS and str(spec).endswith(".onnx"):
+        return OnnxTeacher(resolve_file(spec))
+    model, info = load_model(spec, arch)
+    prep = teacher_preprocessing(preprocessing) or info.get("preprocessing")
+    if prep is None:  # TorchScript records no preprocessing: the shared foreign teachers use ImageNet stats
+        prep = {"mean": list(STATS["imagenet"]["mean"]), "std": list(STATS["imagenet"]["std"])}
+    if info.get("num_classes") is None:
+        with torch.no_grad():
+            info["num_classes"] = int(model(torch.zeros(1, 3, 32, 32)).shape[1])
+    return TorchTeacher(model, info, prep, bf16)
+
+
+def feature_hook(model: nn.Module, layer: str, store: dict, key: str):
+    """Register a forward hook storing `layer`'s output in store[key]; returns the handle."""
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        names = [n for n in modules if n and "." not in n]
+        raise Kd2EdgeError(f"no layer named {layer!r} in {type(model).__name__}; top-level layers: {', '.join(names)}")
+    return modules[layer].register_forward_hook(lambda m, a, out: store.__setitem__(key, out))
+
+
+DEFAULT_FEATURE_LAYER = {"CifarResNet": "layer3", "PlainCNN": "features", "MobileNetV2Cifar": "features",
+                         "RecursiveScriptModule": "layer3"}
+
+
+def default_feature_layer(model: nn.Module) -> str:
+    name = type(model).__name__
+    if name in DEFAULT_FEATURE_LAYER:
+        return DEFAULT_FEATURE_LAYER[name]
+    raise Kd2EdgeError(f"no default feature layer for {name}; set feature_layers: {{student: NAME, teacher: NAME}}")

@@ -1,0 +1,229 @@
+"""`kd2edge bench`: maths on known arrays, device fingerprint, reports, errors, and real artifacts on real runtimes."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kd2edge import Kd2EdgeError
+from kd2edge.bench import bench, drift, load_artifact, time_runs, to_logits, to_model_input
+from kd2edge.bench_report import CSV_COLUMNS, csv_text, table_rows
+from kd2edge.device import fingerprint, parse_cpuinfo
+from kd2edge.metrics import latency_stats
+from kd2edge.runtimes import RUNTIMES, TARGET_RUNTIME, Session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- maths on known arrays -----------------------------------------------------------------------------------
+
+def test_latency_percentiles_on_known_array():
+    s = latency_stats(np.arange(1, 101) / 1000)  # 1..100 ms
+    assert s["runs"] == 100 and s["min_ms"] == pytest.approx(1) and s["max_ms"] == pytest.approx(100)
+    assert s["mean_ms"] == pytest.approx(50.5)
+    assert s["p50_ms"] == pytest.approx(50.5) and s["p90_ms"] == pytest.approx(90.1)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["std_ms"] == pytest.approx(np.sqrt((100 ** 2 - 1) / 12))
+    one = latency_stats([0.002])
+    assert one["p50_ms"] == one["p99_ms"] == pytest.approx(2.0) and one["std_ms"] == 0
+
+
+def test_drift_on_known_arrays():
+    y = np.array([0, 1, 2, 3])
+    student = np.eye(4)[[0, 1, 2, 0]] * 2.0  # 3/4 right
+    teacher = np.eye(4)[[0, 1, 2, 3]] * 1.0  # all right
+    art = student.copy()
+    art[1] = [0.0, 0.5, 1.5, 0.0]  # flips sample 1 to class 2; |diff| = 0, 1.5, 1.5, 0 on that row
+    d = drift(art, y, student, teacher)
+    assert d["n_eval"] == 4 and d["top1"] == 50.0
+    assert d["student_top1"] == 75.0 and d["agree_student"] == 75.0 and d["delta_student"] == -25.0
+    assert d["max_logit_diff"] == pytest.approx(1.5) and d["mean_logit_diff"] == pytest.approx(3.0 / 16)
+    assert d["teacher_top1"] == 100.0 and d["agree_teacher"] == 50.0 and d["delta_teacher"] == -50.0
+    assert d["sqnr_db"] == pytest.approx(10 * np.log10(4 * 4.0 / (1.5 ** 2 * 2)))
+    assert set(drift(art, y)) == {"n_eval", "top1"}  # no references, no drift fields
+
+
+def _session(dtype, run=lambda x: x, **kw):
+    return Session("test", "0", 1, "x", [None, 2, 2, 3], np.dtype(dtype), "y", np.dtype(dtype), run, **kw)
+
+
+def test_int8_quantization_of_inputs_and_outputs():
+    px = np.array([0, 1, 128, 255], dtype=np.uint8).reshape(1, 1, 4, 1)
+    meta = {"input": {"layout": "NHWC"}}
+    q = to_model_input(px, _session(np.int8), meta, (1.0, -128))
+    assert q.dtype == np.int8 and q.ravel().tolist() == [-128, -127, 0, 127]
+    q2 = to_model_input(px, _session(np.int8), meta, (2.0, 0))  # round(x / 2), clipped to int8
+    assert q2.ravel().tolist() == [0, 0, 64, 127]
+    f = to_model_input(px, _session(np.float32), meta, None)
+    assert f.dtype == np.float32 and f.ravel().tolist() == [0, 1, 128, 255]
+    nchw = to_model_input(np.zeros((2, 4, 5, 3), np.uint8), _session(np.float32), {"input": {"layout": "NCHW"}}, None)
+    assert nchw.shape == (2, 3, 4, 5)
+    out = to_logits(np.array([[-55, 0, 72]], dtype=np.int8), (0.5, -55))
+    assert out.dtype == np.float32 and out.tolist() == [[0.0, 27.5, 63.5]]
+    with pytest.raises(Kd2EdgeError, match="without quantization"):
+        to_model_input(px, _session(np.int8), {"input": {"layout": "NHWC"}, "name": "a"}, None)
+
+
+def test_time_runs_counts_and_budget():
+    calls = []
+    s = _session(np.float32, run=lambda x: calls.append(1))
+    r = time_runs(s, np.zeros(1), runs=7, seconds=None, warmup=3)
+    assert r["runs"] == 7 and len(calls) == 10
+    r = time_runs(s, np.zeros(1), runs=None, seconds=0.05, warmup=0)
+    assert r["runs"] > 7 and r["mean_ms"] * r["runs"] >= 0  # ran until 50 ms had passed
+    import time
+
+    slow = _session(np.float32, run=lambda x: time.sleep(0.002))
+    r = time_runs(slow, np.zeros(1), runs=None, seconds=0.03, warmup=0)
+    assert 10 <= r["runs"] <= 16 and r["min_ms"] >= 2.0
+
+
+# ---- device fingerprint ------------------------------------------------------------------------------------------
+
+PI5 = """processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\n\nRevision\t: d04170\nModel\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+X86 = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni amx_int8\n"
+
+
+def test_parse_cpuinfo_arm_and_x86():
+    arm = parse_cpuinfo(PI5)
+    assert arm["isa"] == ["NEON", "NEON FP16", "NEON dotprod"] and "0xd0b" in arm["cpu"]
+    x86 = parse_cpuinfo(X86)
+    assert x86["cpu"].startswith("Intel(R) Xeon") and x86["isa"] == ["AVX2", "FMA", "AVX-512", "AVX-512 VNNI", "AMX-INT8"]
+
+
+def test_fingerprint_of_this_machine():
+    fp = fingerprint()
+    assert fp["cores"] == os.cpu_count() and fp["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert fp["device_id"] == fingerprint()["device_id"] and fp["device_id"].startswith(fp["arch"])
+    assert "onnxruntime" in fp["runtimes"] and "numpy" in fp["runtimes"]
+    if Path("/proc/cpuinfo").exists():
+        flags = Path("/proc/cpuinfo").read_text()
+        assert fp["cpu"] and fp["cpu"] in flags
+        assert ("AVX2" in fp["isa"]) == (" avx2" in flags)
+
+
+# ---- reports -----------------------------------------------------------------------------------------------------
+
+def test_csv_appends_rows_and_keeps_old_ones():
+    first = csv_text([{"device_id": "a", "artifact": "x", "p50_ms": 1.23456789, "note": ""}])
+    both = csv_text([{"device_id": "b", "artifact": "y", "p50_ms": None, "extra_col": 3}], first)
+    rows = list(csv.DictReader(both.splitlines()))
+    assert [r["device_id"] for r in rows] == ["a", "b"] and rows[0]["p50_ms"] == "1.23457"
+    assert rows[1]["p50_ms"] == "" and rows[1]["extra_col"] == "3" and rows[0]["extra_col"] == ""
+    assert list(rows[0])[:len(CSV_COLUMNS)] == CSV_COLUMNS
+    headers, cells = table_rows([{"artifact": "x", "p50_ms": 0.5}])
+    assert cells[0][headers.index("p50 ms")] == "0.500" and cells[0][headers.index("top-1")] == ""
+
+
+def test_registries_agree():
+    assert set(TARGET_RUNTIME.values()) == set(RUNTIMES)
+
+
+# ---- errors ------------------------------------------------------------------------------------------------------
+
+def _cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "kd2edge", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(Kd2EdgeError, match="artifact folder not found"):
+        load_artifact(tmp_path / "nope")
+    with pytest.raises(Kd2EdgeError, match="has no meta.json"):
+        load_artifact(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "kd2edge.artifact", "target": "onnx"}))
+    with pytest.raises(Kd2EdgeError, match="lacks runtime, model_file, precision, input, output"):
+        load_artifact(tmp_path)
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(Kd2EdgeError, match="not valid JSON"):
+        load_artifact(tmp_path)
+    r = _cli("bench", tmp_path, "--out", tmp_path / "res")
+    assert r.returncode == 1 and "not valid JSON" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    r = _cli("bench")
+    assert r.returncode == 1 and "no artifact folders given" in r.stdout
+
+
+def test_coreml_elsewhere_says_macos(tmp_path):
+    if sys.platform == "darwin":
+        pytest.skip("CoreML runs here")
+    with pytest.raises(Kd2EdgeError, match="run only on macOS"):
+        RUNTIMES["coreml"](tmp_path / "model.mlpackage")
+
+
+@pytest.mark.parametrize("kind, blocked, named", [("onnx", ["onnxruntime"], "onnxruntime is not installed"),
+                                                   ("tflite", ["ai_edge_litert", "tflite_runtime"], "pip install ai-edge-litert")])
+def test_runtime_not_installed_names_the_package(bench_artifacts, tmp_path, kind, blocked, named):
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+            + "from kd2edge.cli import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code, "bench", str(bench_artifacts[kind]), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and named in r.stdout and "Traceback" not in r.stderr
+
+
+def test_eval_bundle_that_does_not_fit(bench_artifacts, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(bench_artifacts["onnx"], art)
+    ev = dict(np.load(art / "eval.npz"))
+    np.savez(art / "eval.npz", **{**ev, "x": np.zeros((4, 28, 28, 3), np.uint8), "y": ev["y"][:4]})
+    with pytest.raises(Kd2EdgeError, match=r"images are 28x28x3 \(HxWxC\) but the model expects"):
+        bench([art], threads=1, runs=3, warmup=0, write=False, progress=False)
+    np.savez(art / "eval.npz", **{**ev, "student_logits": ev["student_logits"][:, :5]})
+    with pytest.raises(Kd2EdgeError, match="student_logits has shape .* but the model outputs 10 classes"):
+        bench([art], threads=1, runs=3, warmup=0, write=False, progress=False)
+    (art / "model.onnx").unlink()
+    r = _cli("bench", art, "--out", tmp_path)
+    assert r.returncode == 1 and "model.onnx but it is missing" in r.stdout
+
+
+# ---- real artifacts on real runtimes ------------------------------------------------------------------------------
+
+def test_bench_real_artifacts(bench_artifacts, tmp_path):
+    names = ["onnx", "onnx-int8", "tflite", "tflite-int8"]
+    assert set(names) <= set(bench_artifacts), f"export made only {sorted(bench_artifacts)}"
+    rows = bench([bench_artifacts[n] for n in names], threads=[1, 2], runs=30, warmup=2, out=tmp_path,
+                 progress=False)
+    assert [(r["artifact"].split("-", 2)[2], r["threads"]) for r in rows] == [(n, t) for n in names for t in (1, 2)]
+    for r in rows:
+        assert r["runs"] == 30 and r["batch"] == 1 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["n_eval"] == 100 and r["peak_rss_mb"] > 10 and r["load_ms"] > 0 and r["first_ms"] > 0
+        assert r["model_mb"] == pytest.approx(os.path.getsize(Path(r["path"]) / load_artifact(r["path"])["meta"]
+                                                              ["model_file"]) / 2 ** 20)
+        assert r["student_top1"] > 85 and r["teacher_top1"] > 85 and r["device_id"] == fingerprint()["device_id"]
+        if r["precision"] == "fp32":
+            assert r["agree_student"] == 100 and r["max_logit_diff"] < 1e-3 and r["delta_student"] == 0
+        else:
+            assert r["agree_student"] >= 95 and abs(r["delta_student"]) <= 3 and r["max_logit_diff"] > 1e-3
+        assert r["agree_teacher"] > 85 and r["delta_teacher"] == pytest.approx(r["top1"] - r["teacher_top1"])
+    saved = list(csv.DictReader((tmp_path / "bench.csv").read_text().splitlines()))
+    assert len(saved) == 8 and saved[0]["device_id"] == rows[0]["device_id"] and saved[0]["isa"] == rows[0]["isa"]
+    (js,) = tmp_path.glob("bench-*.json")
+    report = json.loads(js.read_text())
+    assert report["format"] == "kd2edge.bench" and len(report["results"]) == 8 and report["device"]["cores"]
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_cli_bench_with_own_dataset_and_seconds(bench_artifacts, tmp_path, cifar10_test):
+    ds = tmp_path / "mine.npz"
+    np.savez(ds, x=cifar10_test.x[-40:], y=cifar10_test.y[-40:])
+    r = _cli("bench", bench_artifacts["tflite-int8"], "--threads", 1, "--seconds", 0.3, "--warmup", 1,
+             "--dataset", ds, "--out", tmp_path / "res", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["dataset_n"] == 40 and row["dataset_top1"] > 70 and row["runs"] > 10 and row["threads"] == 1
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(str(bench_artifacts["tflite"] / "model.tflite")).get_input_details()[0]["shape_signature"]
+    r = _cli("bench", bench_artifacts["tflite"], "--batch", 4, "--runs", 5, "--out", tmp_path / "res", "--json")
+    if signature[0] == -1:  # dynamic batch: timed at batch 4
+        assert r.returncode == 0 and json.loads(r.stdout)[0]["batch"] == 4
+    else:  # a fixed-batch model must refuse (resizing it silently gives wrong logits)
+        assert r.returncode == 1 and f"has a fixed batch of {signature[0]}" in r.stdout

@@ -16,7 +16,7 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError
 from kd2edge.metrics import agreement, latency_stats, sqnr_db, topk_accuracy
-from kd2edge.runtimes import TARGET_RUNTIME, Session, load_session
+from kd2edge.runtimes import TARGET_RUNTIME, RuntimeUnavailable, Session, load_session
 
 META_KEYS = ("format", "target", "runtime", "model_file", "precision", "input", "output")
 DEFAULT_MIN_RUNS, DEFAULT_MIN_SECONDS, MAX_SECONDS = 50, 1.0, 150.0  # benchmark_model's defaults
@@ -122,7 +122,23 @@ def to_logits(out: np.ndarray, quant) -> np.ndarray:
 
 # ---- measurements ------------------------------------------------------------------------------------------------
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux: VmHWM) so the next reading covers one artifact only."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (since the last reset where the OS allows one)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows
@@ -212,12 +228,13 @@ def _dataset_images(dataset: str, meta: dict, data_dir=None):
 def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | None = None,
               seconds: float | None = None, warmup: int = 10, dataset=None, progress=None) -> dict:
     meta = artifact["meta"]
+    notes = [] if reset_peak_rss() else ["peak RSS is the process's peak so far (cannot be reset here)"]
     t = time.perf_counter()
     session = load_session(meta["runtime"], artifact["model_path"], threads)
     load_ms = (time.perf_counter() - t) * 1000
     in_q, out_q = quant_params(session, meta, "input"), quant_params(session, meta, "output")
     ev = load_eval(artifact["eval_path"]) if artifact["eval_path"] else None
-    notes = list(session.notes)
+    notes += session.notes
     if ev is not None:
         check_images(ev["x"], session, meta, artifact["eval_path"])
         pixels = ev["x"][:batch]
@@ -257,10 +274,18 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
         if logits.shape[1] < ds.num_classes:
             raise Kd2EdgeError(f"{dataset} has {ds.num_classes} classes but the model outputs {logits.shape[1]}")
         row.update(dataset=str(dataset), dataset_n=len(ds), dataset_top1=topk_accuracy(logits, ds.y, 1))
-    row["peak_rss_mb"] = peak_rss_mb()
-    row["note"] = "; ".join(notes)
-    row["path"] = str(artifact["dir"])
+    row.update(status="ok", peak_rss_mb=peak_rss_mb(), note="; ".join(notes), path=str(artifact["dir"]))
     return row
+
+
+def skipped_row(artifact: dict, threads, batch: int, reason: str) -> dict:
+    """A row for an artifact this platform cannot run (kept out of bench.csv): every latency key is None."""
+    meta = artifact["meta"]
+    return {"artifact": artifact["name"], "target": meta["target"], "precision": meta["precision"],
+            "runtime": meta["runtime"], "runtime_version": None, "threads": threads, "batch": batch,
+            "model_mb": file_mb(artifact["model_path"]), "status": "skipped", "note": reason,
+            "path": str(artifact["dir"]), **{k: None for k in ("load_ms", "first_ms", "runs", "mean_ms", "std_ms",
+                                                                "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms")}}
 
 
 def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seconds: float | None = None,
@@ -288,7 +313,15 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
             for t in thread_list:
                 if bar:
                     bar.console.print(f"bench {art['name']} threads={t or 'all'} batch={batch}", highlight=False)
-                rows.append({**bench_one(art, t, batch, runs, seconds, warmup, dataset, bar), **_device_cols(device)})
+                try:
+                    row = bench_one(art, t, batch, runs, seconds, warmup, dataset, bar)
+                except RuntimeUnavailable as e:  # e.g. CoreML on Linux: bench the others, say why this one not
+                    if len(loaded) == 1:
+                        raise
+                    row = skipped_row(art, t, batch, str(e))
+                rows.append({**row, **_device_cols(device)})
+    if not any(r["status"] == "ok" for r in rows):
+        raise Kd2EdgeError(f"no artifact could run here: {rows[0]['note']}")
     if write:
         write_reports(rows, device, out)
     return rows

@@ -12,7 +12,7 @@ from kd2edge.paths import write_json, write_text
 
 # CSV columns in order: device first (the key), then the artifact, latency, accuracy and drift.
 CSV_COLUMNS = [
-    "device_id", "cpu", "board", "arch", "cores", "isa", "os", "python", "source", "created",
+    "device_id", "cpu", "board", "arch", "cores", "isa", "os", "python", "source", "status", "created",
     "artifact", "target", "precision", "runtime", "runtime_version", "threads", "batch", "model_mb",
     "load_ms", "first_ms", "warmup", "runs", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms",
     "peak_rss_mb", "n_eval", "top1", "student_top1", "agree_student", "delta_student", "max_logit_diff",
@@ -92,7 +92,7 @@ def write_reports(rows: list[dict], device: dict, out="benchmarks/results", sour
     paths = {"json": out / f"bench-{device['device_id']}-{stamp}.json", "csv": out / "bench.csv"}
     write_json(paths["json"], {"format": "kd2edge.bench", "format_version": 1, "source": source,
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device, "results": rows})
-    append_csv(rows, paths["csv"])
+    append_csv([r for r in rows if r.get("status") != "skipped"], paths["csv"])
     png = plot(out / "bench.png", paths["csv"])
     if png:
         paths["png"] = png

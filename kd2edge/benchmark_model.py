@@ -120,7 +120,7 @@ def log_row(parsed: dict, meta: dict | None = None, device_name: str | None = No
                          "benchmark_model measures latency only")
     name = device_name or "unknown device"
     row.update(device_id="import-" + hashlib.sha256(name.encode()).hexdigest()[:8], cpu=name, board=name,
-               arch=None, cores=None, isa=None, os=None, python=None, source="benchmark_model",
+               arch=None, cores=None, isa=None, os=None, python=None, source="benchmark_model", status="ok",
                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), note="; ".join(notes))
     return row
 

@@ -89,8 +89,10 @@ def _read(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = (str(e).strip().splitlines() or [""])[0][:200]
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = [ln for ln in lines if "Unsupported" in ln]
+        msg = ((detail or lines or [""])[0])[:200]
+        if "Unsupported global" in str(e):
             raise Kd2EdgeError(f"{path} holds pickled Python objects, not only tensors ({msg}); it is not loaded "
                                "for safety: re-save it as torch.save(model.state_dict(), path)") from None
         raise Kd2EdgeError(f"cannot read checkpoint {path}: {type(e).__name__}: {msg} "

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd2edge import Kd2EdgeError, __version__
+from kd2edge.report import fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill a compact CNN, export it to ONNX/CoreML/TFLite, benchmark it on the device.")
@@ -29,9 +30,10 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 def _table(title: str, columns: list[str], rows: list[list]) -> Table:
     t = Table(title=title)
     for c in columns:
-        t.add_column(c, justify="left" if c in ("name", "arch", "class", "metric", "artifact", "target") else "right")
+        t.add_column(c, justify="left" if c in ("name", "model", "arch", "class", "metric", "artifact", "target",
+                                                "status") else "right")
     for r in rows:
-        t.add_row(*[f"{v:,.2f}" if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else str(v)) for v in r])
+        t.add_row(*[fmt(v) for v in r])
     return t
 
 
@@ -74,11 +76,12 @@ def _progress_bars(delay: float = 0.5):
 
     def progress(phase: str, total: int):
         task = bars.add_task(phase, total=total, rate="")
+        unit = "img" if phase == "predict" else "runs"
 
         def advance(n: int):
             bars.advance(task, n)
             speed = bars.tasks[task].speed
-            bars.update(task, rate=f"{speed:,.0f}/s" if speed else "")
+            bars.update(task, rate=f"{speed:,.0f} {unit}/s" if speed else "")
             if not bars.live.is_started and time.perf_counter() - t0 > delay:
                 bars.start()
 
@@ -167,6 +170,8 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
              "seed": seed, "out": str(out) if out else None, "resume": resume or None,
              "overwrite": overwrite or None, "cache": False if no_cache else None}
     r = run_distill(base, **flags)
+    if not r["metrics"]:  # a non-zero rank of a torchrun job: rank 0 reports
+        return
     if as_json:
         print(json.dumps(r, indent=2, default=str))
         return
@@ -270,6 +275,29 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
     console.print(f"appended {len(rows)} row(s) to {out / 'bench.csv'}", highlight=False)
 
 # --- run: kd2edge/run.py owns this command ---
+@app.command()
+def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks/configs/quickstart.yaml).")],
+        out: Annotated[Optional[Path], typer.Option(help="Report folder (default reports/<name>).")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Override distill.epochs.")] = None,
+        limit_train: Annotated[Optional[int], typer.Option(help="Override distill.limit_train.")] = None,
+        targets: Annotated[Optional[str], typer.Option(help="Override export.targets, e.g. onnx,tflite.")] = None,
+        int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Override export.int8.")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any key: --set distill.T=2 (repeatable).")] = None,
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True):
+    """Teacher -> baseline + distilled student -> exports -> bench on this machine -> one report folder."""
+    from kd2edge.run import load_config, run as run_pipeline
+
+    cfg = load_config(config, {"out": str(out) if out else None, "distill.epochs": epochs,
+                               "distill.limit_train": limit_train,
+                               "export.targets": targets.split(",") if targets else None, "export.int8": int8},
+                      set_ or [])
+    report = run_pipeline(cfg, progress=progress)
+    for key, title, cols in (("summary", "models (PyTorch, test set)", [0, 2, 4, 8, 9]),
+                             ("deployment", "deployment (batch 1, this machine)", [0, 3, 4, 5, 6, 8, 10, 11, 13])):
+        table = report[key]
+        console.print(_table(title, [table["columns"][i] for i in cols], [[r[i] for i in cols] for r in table["rows"]]))
+    console.print(f"report: {report['report_md']} and {report['report_html']}")
+
 
 
 @app.command()
@@ -280,19 +308,19 @@ def version():
 
 def main():
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(code)`
     except Kd2EdgeError as e:
         console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except typer.Abort:
         console.print("aborted")
         sys.exit(130)
-    except Exception as e:  # click usage errors: one line, exit 2
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors (typer vendors its own click: not click.ClickException): exit 2
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
+        if isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

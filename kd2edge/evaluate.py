@@ -1,6 +1,8 @@
 """`kd2edge eval`: accuracy, per-class precision/recall/F1, confusion matrix, latency, params and MACs."""
 from __future__ import annotations
 
+import csv
+import io
 import time
 from pathlib import Path
 
@@ -128,7 +130,7 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
     ds = load_dataset(dataset, split, data_dir, limit=limit, size=size)
     if prep is None:  # TorchScript without kd2edge metadata: ImageNet statistics, like the foreign teachers
         prep = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    if info["source"] != "native":  # foreign nets take whatever size the dataset has
+    if info["source"] != "native" or not prep.get("input_size"):  # foreign nets take the dataset's size
         prep = {**prep, "input_size": [3, *ds.x.shape[1:3]]}
     elif size and tuple(ds.x.shape[1:3]) != size:
         raise Kd2EdgeError(f"{info['path']} expects {size[0]}x{size[1]} images but {ds.name} has "
@@ -161,7 +163,10 @@ def write_outputs(result: dict, out: Path, stem: str = "eval") -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", result)
     cm, classes = np.asarray(result["confusion_matrix"]), result["classes"]
-    rows = [",".join(["true\\pred", *classes])] + [",".join([c, *map(str, r)]) for c, r in zip(classes, cm)]
-    write_text(out / f"{stem}_confusion.csv", "\n".join(rows) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")  # quotes class names that hold commas
+    writer.writerow(["true\\pred", *classes])
+    writer.writerows([c, *map(int, r)] for c, r in zip(classes, cm))
+    write_text(out / f"{stem}_confusion.csv", buf.getvalue())
     confusion_png(cm, classes, out / f"{stem}_confusion.png",
                   f"{result['arch']} on {result['dataset']} {result['split']} (top-1 {result['top1']:.2f}%)")

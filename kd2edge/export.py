@@ -8,16 +8,18 @@ built beside its destination and renamed into place.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from kd2edge import Kd2EdgeError, __version__, require
-from kd2edge.paths import write_json
+from kd2edge.paths import _jsonable
 from kd2edge.targets import expand, get_target
 
 FORMAT = "kd2edge.artifact"
@@ -176,6 +178,7 @@ def _export_one(model, info, prep, classes, target, precision, calib, test, refe
     row = {"target": target, "precision": precision, "status": STATUS_ERROR, "reason": None, "path": str(dest),
            "size": None, "top1": None, "drop": None, "agreement": None, "max_abs_logit_diff": None, "sqnr": None}
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{dest.name}.tmp-"))
     try:
         model_path = tmp / mod.MODEL_FILE
@@ -203,8 +206,10 @@ def _export_one(model, info, prep, classes, target, precision, calib, test, refe
             row.update(status=STATUS_FAILED, reason=par["reason"])
             return row
         mod.embed_metadata(model_path, meta)
-        write_json(tmp / "meta.json", meta)
+        # Plain writes: the whole folder is still private (tmp) and appears only by the rename below.
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
         np.savez(tmp / "eval.npz", **bundle)
+        os.chmod(tmp, 0o755)
         row["size"] = _size(model_path)
         _install(tmp, dest)
         row.update(status=STATUS_OK)
@@ -217,6 +222,7 @@ def _export_one(model, info, prep, classes, target, precision, calib, test, refe
         row["reason"] = f"{type(e).__name__}: {first[:300]}"
         return row
     finally:
+        row["seconds"] = round(time.perf_counter() - start, 2)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

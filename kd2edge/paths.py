@@ -36,6 +36,8 @@ def resolve_file(path: str | os.PathLike, kind: str = "weights") -> Path:
     p = Path(path).expanduser()
     if p.exists():
         return p
+    if p.is_absolute():
+        raise Kd2EdgeError(f"file not found: {path}")
     q = location(kind) / p
     if q.exists():
         return q

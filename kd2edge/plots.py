@@ -29,7 +29,8 @@ def confusion_png(cm, classes, path, title="Confusion matrix") -> Path:
     plt = _pyplot()
     cm = np.asarray(cm)
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * n + 2), max(4, 0.5 * n + 1.5)))
+    side = min(max(5, 0.5 * n + 2), 12)  # 100 classes would otherwise make a 50-inch figure
+    fig, ax = plt.subplots(figsize=(side, max(4, side - 0.5)))
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")

@@ -19,7 +19,7 @@ def fmt(v, digits: int = 2) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return f"{v:,.{digits}f}"
     return str(v)
 
 

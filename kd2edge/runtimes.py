@@ -26,6 +26,10 @@ TFLITE_RUNTIME_NOTE = (
     "quantized outputs; install ai-edge-litert for comparable numbers")
 
 
+class RuntimeUnavailable(Kd2EdgeError):
+    """The runtime cannot exist on this platform (CoreML off macOS): other artifacts can still be benched."""
+
+
 @dataclass
 class Session:
     runtime: str
@@ -145,7 +149,7 @@ def load_litert(path, threads: int | None = None) -> Session:
 
 def load_coreml(path, threads: int | None = None) -> Session:
     if sys.platform != "darwin":
-        raise Kd2EdgeError(f"CoreML artifacts run only on macOS (Core ML prediction is not available on "
+        raise RuntimeUnavailable(f"CoreML artifacts run only on macOS (Core ML prediction is not available on "
                            f"{sys.platform}): copy {path} to a Mac and run `kd2edge bench` there, or bench this "
                            "folder's onnx/tflite siblings here")
     ct = require("coremltools", "device")

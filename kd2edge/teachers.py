@@ -11,7 +11,8 @@ from kd2edge import Kd2EdgeError
 from kd2edge.paths import location, sha256
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-# name -> (arch, dataset, file under the weights location, url, sha256 prefix in the file name)
+# name -> (arch, dataset, file under the weights location, url or None); the part of the file name after
+# the last '-' is the sha256 prefix a download must match
 TEACHERS = {
     "cifar10-resnet20": ("resnet20", "cifar10", "cifar10/resnet20-12fca82f.th", AKAMASTER + "resnet20-12fca82f.th"),
     "cifar10-resnet32": ("resnet32", "cifar10", "cifar10/resnet32-d509ac18.th", AKAMASTER + "resnet32-d509ac18.th"),

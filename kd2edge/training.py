@@ -100,7 +100,8 @@ def train_epoch(ctx: dict, epoch: int, progress=None) -> dict:
     source is not None and source.flush()
     elapsed = time.perf_counter() - t0
     out = {"epoch": epoch + 1, "T": T, "alpha": alpha, "lr_end": ctx["optimizer"].param_groups[0]["lr"],
-           "train_images": count, "train_seconds": elapsed, "train_ips": count / elapsed if elapsed else 0.0,
+           "train_images": count * world, "train_seconds": elapsed,
+           "train_ips": count * world / elapsed if elapsed else 0.0,
            "teacher_seconds": teacher_s, "train_top1": 100.0 * correct / max(count, 1)}
     out.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
     return out

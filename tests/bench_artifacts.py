@@ -18,18 +18,21 @@ import numpy as np
 
 
 def export_artifacts(out, student, teacher, student_arch="resnet20", teacher_arch="resnet56",
-                     eval_images: int = 100, calib_images: int = 32, targets=("onnx", "tflite")) -> dict:
-    """{artifact folder name: path} for fp32 and int8 of each target."""
+                     eval_images: int = 100, calib_images: int = 32, targets=("onnx", "tflite"),
+                     precisions=("fp32", "int8")) -> dict:
+    """{artifact folder name: path} for each precision of each target."""
     from kd2edge.export import export
 
     out = Path(out)
-    rows = export(str(student), list(targets), int8=True, arch=student_arch, out=out, calib_images=calib_images,
-                  eval_images=eval_images, teacher=f"{teacher_arch}:{teacher}", progress=False)
+    rows = export(str(student), list(targets), arch=student_arch, out=out, calib_images=calib_images,
+                  eval_images=eval_images, teacher=f"{teacher_arch}:{teacher}", precisions=list(precisions),
+                  progress=False)
     found = {Path(r["path"]).name: Path(r["path"]) for r in rows if r["status"] == "ok"}
-    onnx = next((p for n, p in found.items() if n.endswith("-onnx")), None)
+    like = next(iter(found.values()), None)  # any finished artifact of this checkpoint: its eval.npz is reused
     for r in rows:
-        if r["status"] != "ok" and r["target"] == "tflite" and onnx is not None:
-            p = build_tflite(onnx, Path(r["path"]), r["precision"], student, student_arch, calib_images)
+        if r["status"] != "ok" and r["target"] == "tflite" and like is not None:
+            print(f"export of tflite {r['precision']} failed ({r['reason']}); building it here", file=sys.stderr)
+            p = build_tflite(like, Path(r["path"]), r["precision"], student, student_arch, calib_images)
             found[p.name] = p
     return found
 
@@ -102,8 +105,10 @@ if __name__ == "__main__":
     ap.add_argument("teacher")
     ap.add_argument("--eval-images", type=int, default=100)
     ap.add_argument("--targets", default="onnx,tflite")
+    ap.add_argument("--precisions", default="fp32,int8")
     a = ap.parse_args()
-    made = export_artifacts(a.out, a.student, a.teacher, eval_images=a.eval_images, targets=a.targets.split(","))
+    made = export_artifacts(a.out, a.student, a.teacher, eval_images=a.eval_images, targets=a.targets.split(","),
+                            precisions=a.precisions.split(","))
     for name, path in sorted(made.items()):
         print(path)
     sys.exit(0 if made else 1)

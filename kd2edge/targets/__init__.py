@@ -14,6 +14,7 @@ graph takes raw pixels (0..255) and normalizes them itself.
 from __future__ import annotations
 
 import importlib
+import re
 
 from kd2edge import Kd2EdgeError
 
@@ -81,25 +82,36 @@ def sample_input(calib, channels_last: bool = True, n: int = 2):
     return x if channels_last else x.permute(0, 3, 1, 2).contiguous()
 
 
-def op_error(target: str, exc: Exception, exported=None) -> Kd2EdgeError:
-    """A converter failure as one line naming the operator and, when found, the layer that uses it."""
-    import re
+OP_PATTERNS = (r"aten[.:]+([A-Za-z0-9_]+)", r"Unsupported fx node ([A-Za-z0-9_]+)",
+               r"operator ['\"]?([A-Za-z0-9_.:]+)['\"]? (?:is )?not supported", r"failed to legalize operation '([^']+)'")
 
-    text = f"{type(exc).__name__}: {exc}"
-    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-    ops = re.findall(r"aten[.:]+([A-Za-z0-9_]+)", text)
-    op = ops[0] if ops else None
-    layer = None
-    if op and exported is not None:
-        for node in exported.graph.nodes:
-            if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] == op:
-                stack = node.meta.get("nn_module_stack") or {}
-                if stack:
-                    path, cls = list(stack.values())[-1]
-                    layer = f"{path or '<root>'} ({getattr(cls, '__name__', cls)})"
-                break
+
+def op_error(target: str, exc: Exception, exported=None) -> Kd2EdgeError:
+    """A converter failure as one line naming the operator and, when found, the student's layer using it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{exc}")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    op = next((m.group(1) for pat in OP_PATTERNS for m in [re.search(pat, text)] if m), None)
+    layer = _layer_of(op, exported) if op and exported is not None else None
     if op:
         where = f" in layer {layer}" if layer else ""
-        return Kd2EdgeError(f"{target} converter cannot handle operator aten.{op}{where}: {first[:200]}; "
-                            "replace that op in the model or export another target")
-    return Kd2EdgeError(f"{target} export failed: {first[:300]}")
+        return Kd2EdgeError(f"{target} converter cannot handle operator {op}{where} ({type(exc).__name__}); "
+                            "replace that op in the model, or export another target")
+    return Kd2EdgeError(f"{target} export failed: {type(exc).__name__}: {first[:300]}")
+
+
+def _layer_of(op: str, exported) -> str | None:
+    """The module path (inside the student) and class of the first graph node calling `op`."""
+    base = op.split(".")[-1].lstrip("_")
+    for node in exported.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0].lstrip("_")
+        if base in (name, node.name.lstrip("_")) or name.endswith(base) or base.endswith(name):
+            stack = node.meta.get("nn_module_stack") or {}
+            if not stack:
+                return None
+            path, cls = list(stack.values())[-1]
+            path = re.sub(r"^L\['self'\]\.?", "", str(path))
+            path = path[4:] if path.startswith("net.") else ("<root>" if path in ("", "net") else path)
+            return f"{path} ({getattr(cls, '__name__', str(cls).split('.')[-1])})"
+    return None

@@ -1,7 +1,7 @@
 """CoreML: an ML program (`.mlpackage`) converted from a torch ExportedProgram, fp32 or fp16; `w8` =
 8-bit per-channel symmetric weights (coremltools linear_quantize_weights); `w8a8` = int8 weights and
-activations, quantized torch-side (coremltools.optimize.torch LinearQuantizer calibrated on training
-images) because activation calibration on the ML program needs macOS.
+activations, quantized torch-side with PT2E (the TFLite int8 quantizer, calibrated on training images)
+because calibrating activations on the ML program itself needs the macOS runtime.
 
 Input: float32 raw pixels 0..255, NHWC, batch 1. On macOS the artifact is verified with the CoreML
 runtime; elsewhere the saved ML program is evaluated op by op with numpy (kd2edge.mil_eval).
@@ -29,23 +29,6 @@ MIN_DEPLOYMENT = "iOS17"
 UNSAFE_PASSES = ("common::int_op_canonicalization",)
 
 
-def _w8a8(net, x, calib, batch: int = 32):
-    """Insert int8 fake-quant for weights and activations with coremltools' torch quantizer, calibrate."""
-    import torch
-    from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig
-
-    config = LinearQuantizerConfig.from_dict({"global_config": {
-        "quantization_scheme": "symmetric", "milestones": [0, 0, 10, 10],
-        "activation_dtype": "quint8", "weight_dtype": "qint8", "weight_per_channel": True}})
-    quantizer = LinearQuantizer(net, config)
-    prepared = quantizer.prepare(example_inputs=(x,), inplace=False)
-    quantizer.step()
-    with torch.no_grad():
-        for i in range(0, len(calib), batch):
-            prepared(torch.as_tensor(calib[i:i + batch]).float())
-    return quantizer.finalize(inplace=False).eval()
-
-
 def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
     torch = require("torch", "export")
     ct = require("coremltools", "export")
@@ -55,7 +38,11 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
     net = deployable(model, preprocessing, channels_last=True)
     x = sample_input(calib, channels_last=True, n=1)
     if precision == "w8a8":
-        net = _w8a8(net, x, calib)
+        # PT2E with folded int8 weights: coremltools' own torch quantizers need torch.ao APIs that
+        # torch 2.14 removed; its frontend converts quantized_decomposed q/dq ops to MIL quantize/dequantize.
+        from kd2edge.targets.tflite import pt2e_int8
+
+        net, _ = pt2e_int8(net, x, calib, fold_quantize=True)
     try:
         exported = torch.export.export(net, (x,)).run_decompositions({})
     except Exception as e:
@@ -79,7 +66,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
         mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, config=cfg)
     mlmodel.save(str(path))
     schemes = {"w8": "int8 weights (linear_symmetric, per-channel), fp32 activations",
-               "w8a8": "int8 weights (symmetric, per-channel) and uint8 activations (torch-side observers)"}
+               "w8a8": "int8 weights (symmetric, per-channel) and int8 activations (PT2E histogram, asymmetric)"}
     return {"input": {"name": "pixels", "shape": [1, h, w, c], "layout": LAYOUT, "dtype": "float32",
                       "range": [0, 255]},
             "output": {"name": "logits", "shape": [None, None], "dtype": "float32"},
@@ -111,7 +98,8 @@ def embed_metadata(path, meta: dict) -> None:
     model.version = str(meta["format_version"])
     model.user_defined_metadata["kd2edge"] = json.dumps(meta, default=str)
     model.user_defined_metadata["classes"] = json.dumps(meta.get("classes"))
-    tmp = Path(f"{path}.meta.tmp")
+    path = Path(path)
+    tmp = path.parent / f".meta-{path.name}"  # coremltools insists on the .mlpackage suffix
     model.save(str(tmp))
     shutil.rmtree(path)
     tmp.rename(path)

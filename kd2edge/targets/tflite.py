@@ -22,8 +22,9 @@ PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
 
 
-def _quantized(net, x, calib):
-    """PT2E: export -> prepare with litert-torch's quantizer -> calibrate on raw pixels -> convert."""
+def pt2e_int8(net, x, calib, fold_quantize: bool = False):
+    """PT2E: export at the sample's batch -> prepare with litert-torch's quantizer (int8 activations,
+    symmetric per-channel int8 weights) -> calibrate image by image on raw pixels -> convert."""
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
@@ -35,7 +36,7 @@ def _quantized(net, x, calib):
     with torch.no_grad():
         for img in calib:
             prepared(torch.as_tensor(img[None]).float())
-    return convert_pt2e(prepared, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize), QuantConfig(pt2e_quantizer=quantizer)
 
 
 def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
@@ -54,7 +55,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
         if precision == "fp32":
             edge = litert_torch.convert(net, (x,))
         else:
-            qnet, config = _quantized(net, x, calib)
+            qnet, config = pt2e_int8(net, x, calib)
             edge = litert_torch.convert(qnet, (x,), quant_config=config)
         edge.export(str(path))
     except Kd2EdgeError:

@@ -1,0 +1,96 @@
+"""The recorded bench table for benchmarks/bench.md: student and teacher artifacts (ONNX/TFLite, fp32/int8) with
+`kd2edge.bench.bench` at batch 1 with 1 and 2 threads, plus the PyTorch teacher's eager latency on this CPU
+for the speed-up column. Prints a markdown table and saves JSON + markdown in benchmarks/results/.
+
+    .venv/bin/python benchmarks/bench_table.py --student exports/<student>-* --teacher runs/bench/exports/resnet56-* \
+        [--torch-teacher cifar10-resnet56] [--seconds 3] [--tag NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kd2edge.bench import bench  # noqa: E402
+from kd2edge.metrics import latency_stats  # noqa: E402
+from kd2edge.paths import write_json, write_text  # noqa: E402
+
+
+def torch_latency(checkpoint: str, threads: int, seconds: float, warmup: int = 20) -> dict:
+    """PyTorch eager batch-1 latency of a checkpoint on one real CIFAR-10 test image (same loop as bench)."""
+    import torch
+
+    from kd2edge.batches import normalize
+    from kd2edge.checkpoint import load_model
+    from kd2edge.data import load_dataset
+
+    model, info = load_model(checkpoint)
+    x = normalize(load_dataset("cifar10", "test", ROOT / "data").x[:1], info["preprocessing"])
+    torch.set_num_threads(threads)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or len(times) < 50:
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return {"artifact": f"PyTorch eager {info['arch']}", "runtime": f"torch {torch.__version__}",
+            "precision": "fp32", "threads": threads, **latency_stats(times)}
+
+
+def fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def markdown(rows: list[dict], baseline: dict) -> str:
+    head = ("| artifact | runtime | prec | thr | p50 ms | p90 ms | p99 ms | x vs PyTorch teacher (p50) | top-1 | "
+            "Δ vs student | agree student | max abs logit diff | Δ vs teacher | agree teacher |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        base = baseline.get(r["threads"])
+        speed = base["p50_ms"] / r["p50_ms"] if base and r.get("p50_ms") else None
+        lines.append(f"| {r['artifact']} | {r['runtime']} | {r['precision']} | {r['threads']} | {fmt(r['p50_ms'], '.3f')} "
+                     f"| {fmt(r['p90_ms'], '.3f')} | {fmt(r['p99_ms'], '.3f')} | {fmt(speed, '.1f')} | "
+                     f"{fmt(r.get('top1'), '.2f')} | {fmt(r.get('delta_student'), '+.2f')} | "
+                     f"{fmt(r.get('agree_student'), '.2f')} | {fmt(r.get('max_logit_diff'), '.3g')} | "
+                     f"{fmt(r.get('delta_teacher'), '+.2f')} | {fmt(r.get('agree_teacher'), '.2f')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", nargs="*", default=[], help="Student artifact folders.")
+    ap.add_argument("--teacher", nargs="*", default=[], help="Teacher artifact folders (exported the same way).")
+    ap.add_argument("--torch-teacher", default="cifar10-resnet56", help="Checkpoint for the PyTorch eager baseline.")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seconds", type=float, default=3.0, help="Timed seconds per (artifact, threads).")
+    ap.add_argument("--tag", default="bench_table")
+    a = ap.parse_args()
+    out = ROOT / "benchmarks" / "results"
+    t0 = time.time()
+    load = {"start": os.getloadavg()}
+    baseline = {t: torch_latency(a.torch_teacher, t, a.seconds) for t in a.threads}
+    rows = bench([*a.student, *a.teacher], threads=a.threads, batch=1, seconds=a.seconds, warmup=20, out=out)
+    load["end"] = os.getloadavg()
+    md = markdown(rows, baseline)
+    md += "\nPyTorch eager teacher, batch 1: " + ", ".join(
+        f"{t} thread(s) p50 {b['p50_ms']:.3f} ms / p90 {b['p90_ms']:.3f} ms" for t, b in baseline.items()) + "\n"
+    md += (f"\nload average (1/5/15 min) at start {tuple(round(v, 2) for v in load['start'])}, at end "
+           f"{tuple(round(v, 2) for v in load['end'])}; wall time {time.time() - t0:.0f} s\n")
+    print(md)
+    write_json(out / f"{a.tag}.json", {"command": " ".join(sys.argv), "rows": rows, "torch_baseline": baseline,
+                                       "load_average": load, "wall_s": time.time() - t0})
+    write_text(out / f"{a.tag}.md", md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Quality on real CIFAR-10 with the shared resnet56 teacher (93.39%): ce vs kd vs hybrid vs dkd for a
+compact student, several seeds, equal budget; optionally kd with the live teacher (no cache) to measure
+what the cache costs in accuracy.
+
+CPU budget (default): resnet8 student, first 5,000 training images, 6 epochs, batch 256, 4 cached views per
+image, full 10,000-image test set.
+GPU / full budget: `--full` = all 50,000 images, 200 epochs (the same protocol, nothing else changes).
+
+    .venv/bin/python benchmarks/distill_quality.py --seeds 0 1
+    .venv/bin/python benchmarks/distill_quality.py --methods kd-live --seeds 0 1   # cache vs live teacher
+    .venv/bin/python benchmarks/distill_quality.py --full --seeds 0 1 2     # on a GPU machine
+
+Writes benchmarks/results/distill_quality.json (every run, appended as it finishes) and
+benchmarks/results/distill_quality.md (mean and spread per method).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = "/work/shared/weights/cifar10/resnet56-4bfd9763.th"
+METHOD_CFG = {  # shared settings per method; everything else is the same for all
+    "ce": {"method": "ce"},
+    "kd": {"method": "kd", "T": 4.0, "alpha": 0.9},
+    "dkd": {"method": "dkd", "T": 4.0, "alpha": 0.5, "beta": 8.0},
+    "hybrid": {"method": "hybrid", "T": 4.0, "alpha": 0.9, "feature_weight": 0.1},
+    "kd-live": {"method": "kd", "T": 4.0, "alpha": 0.9, "cache": False},
+}
+
+
+def main():
+    from kd2edge.distill import distill
+    from kd2edge.paths import write_json, write_text
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", nargs="+", default=["ce", "kd", "dkd", "hybrid"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--student", default="resnet8")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--limit-train", type=int, default=5000)
+    ap.add_argument("--views-per-image", type=int, default=4)
+    ap.add_argument("--full", action="store_true", help="full budget: all 50k images, 200 epochs (GPU)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_quality"))
+    ap.add_argument("--runs-dir", default="/tmp/kd2edge-quality-runs")
+    a = ap.parse_args()
+    if a.full:
+        a.epochs, a.limit_train = 200, None
+    budget = {"student": a.student, "epochs": a.epochs, "limit_train": a.limit_train, "batch_size": 256,
+              "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle", "views_per_image": a.views_per_image,
+              "teacher": "resnet56 (shared, 93.39%)", "test_images": 10000}
+    json_path = Path(a.out + ".json")
+    old = json.loads(json_path.read_text()) if json_path.exists() else {}
+    runs = [r for r in old.get("runs", []) if r.get("budget") == budget]
+    done = {(r["name"], r["seed"]) for r in runs}
+    for seed in a.seeds:
+        for name in a.methods:
+            if (name, seed) in done:
+                continue
+            cfg = {"teacher": TEACHER, "teacher_arch": "resnet56", "student": a.student, "epochs": a.epochs,
+                   "limit_train": a.limit_train, "batch_size": 256, "lr": 0.1, "schedule": "onecycle",
+                   "views_per_image": a.views_per_image, "seed": seed, "latency": False,
+                   "out": f"{a.runs_dir}/{name}-s{seed}", "overwrite": True, "data_dir": str(ROOT / "data"),
+                   **METHOD_CFG[name]}
+            if name == "ce":
+                cfg.pop("teacher"), cfg.pop("teacher_arch")
+            t0 = time.perf_counter()
+            r = distill(cfg)
+            m = r["metrics"]
+            runs.append({"name": name, "seed": seed, "budget": budget, "top1": m["last"]["top1"],
+                         "top5": m["last"]["top5"], "macro_f1": m["last"]["macro_f1"],
+                         "best_top1": m["best"]["val_top1"], "wall_seconds": time.perf_counter() - t0,
+                         "train_seconds": m["train_seconds"], "cache": m.get("cache"),
+                         "teacher_top1": m.get("teacher", {}).get("top1")})
+            print(f"{name} seed {seed}: top-1 {m['last']['top1']:.2f}% ({runs[-1]['wall_seconds']:.0f} s)", flush=True)
+            write_json(json_path, {"budget": budget, "runs": runs})
+    rows = ["| method | seeds | top-1 mean (%) | spread (min-max) | std | macro F1 mean | wall s per run |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for name in a.methods:
+        rs = [r for r in runs if r["name"] == name]
+        if not rs:
+            continue
+        t = [r["top1"] for r in rs]
+        rows.append(f"| {name} | {len(rs)} | {statistics.mean(t):.2f} | {min(t):.2f}-{max(t):.2f} | "
+                    f"{statistics.stdev(t) if len(t) > 1 else 0:.2f} | "
+                    f"{statistics.mean(r['macro_f1'] for r in rs):.2f} | "
+                    f"{statistics.mean(r['wall_seconds'] for r in rs):.0f} |")
+    md = "\n".join([f"budget: {json.dumps(budget)}", "", *rows, ""])
+    write_text(a.out + ".md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Distillation throughput, side by side in ONE process on this CPU:
+
+  tutorial  the loop users write from the official PyTorch KD tutorial: torchvision CIFAR10 Dataset with
+            per-sample PIL transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor, Normalize),
+            DataLoader(2 workers, shuffle), teacher forward at every step, KD loss, SGD step.
+  kd2edge   `kd2edge.distill.distill()` itself with a warm teacher cache (in-memory uint8 batches,
+            whole-tensor augmentation, cached fp16 teacher logits), and without the cache (live teacher).
+
+Same student, same teacher (shared resnet56), same batch size, same images (the first N of CIFAR-10 train).
+Rows are interleaved (tutorial, kd2edge, tutorial, kd2edge) so a change in machine load hits both alike.
+Also the one-time cost of building the cache (teacher on every (image, pool view)).
+
+    .venv/bin/python benchmarks/distill_speed.py --n 5120 --student resnet8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = "/work/shared/weights/cifar10/resnet56-4bfd9763.th"
+
+
+def tutorial_loop(student_arch, n, batch_size, data_dir, workers=2) -> float:
+    import torch.nn.functional as F
+    import torchvision
+    import torchvision.transforms as T
+
+    from kd2edge.checkpoint import load_model
+    from kd2edge.zoo import create_model
+
+    class CIFAR10(torchvision.datasets.CIFAR10):
+        def _check_integrity(self):  # the materialized copy is the same data but not the archive's files
+            return True
+
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])
+    ds = torch.utils.data.Subset(CIFAR10(str(data_dir), train=True, transform=tf), range(n))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         drop_last=True, persistent_workers=False)
+    teacher, _ = load_model(TEACHER, arch="resnet56")
+    teacher.eval()
+    # the shared teacher was trained with ImageNet stats: re-normalize its input (cheap, done on the batch)
+    m10 = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
+    s10 = torch.tensor((0.2470, 0.2435, 0.2616)).view(1, 3, 1, 1)
+    mi = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    si = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    torch.manual_seed(0)
+    student = create_model(student_arch)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    T_, alpha, seen = 4.0, 0.9, 0
+    t0 = time.perf_counter()
+    for x, y in loader:
+        with torch.no_grad():
+            t_logits = teacher((x * s10 + m10 - mi) / si)
+        s_logits = student(x)
+        kd = F.kl_div(F.log_softmax(s_logits / T_, 1), F.softmax(t_logits / T_, 1), reduction="batchmean") * T_ * T_
+        loss = alpha * kd + (1 - alpha) * F.cross_entropy(s_logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - t0)
+
+
+def kd2edge_run(student_arch, n, batch_size, cache_dir, out_dir, cache=True, amp="auto", epochs=2,
+                channels_last=True) -> dict:
+    from kd2edge.distill import distill
+
+    r = distill({"teacher": TEACHER, "teacher_arch": "resnet56", "student": student_arch, "method": "kd",
+                 "epochs": epochs, "batch_size": batch_size, "limit_train": n, "limit_val": 1000,
+                 "cache": cache, "cache_dir": str(cache_dir), "out": str(out_dir), "overwrite": True,
+                 "amp": amp, "channels_last": channels_last, "latency": False, "progress": False,
+                 "data_dir": str(ROOT / "data")})
+    hist = list(csv_rows(Path(r["run_dir"]) / "history.csv"))
+    return {"ips": float(hist[-1]["train_ips"]), "ips_epochs": [float(h["train_ips"]) for h in hist],
+            "teacher_seconds": [float(h["teacher_seconds"]) for h in hist]}
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        yield from csv.DictReader(f)
+
+
+def build_cache(n, cache_dir, views_per_image=8, bf16=False) -> dict:
+    from kd2edge.data import load_dataset
+    from kd2edge.teacher_cache import TeacherCache
+    from kd2edge.teacher_sources import load_teacher
+
+    train = load_dataset("cifar10", "train", ROOT / "data")
+    teacher = load_teacher(TEACHER, "resnet56", bf16=bf16)
+    t0 = time.perf_counter()
+    cache = TeacherCache(teacher, train.x, "cifar10", views_per_image, root=cache_dir)
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    done = cache.fill(torch.from_numpy(train.x), n)
+    sec = time.perf_counter() - t1
+    return {"images": n, "views_per_image": views_per_image, "teacher_bf16": bf16, "forwards": done,
+            "seconds": sec, "forwards_per_s": done / sec, "setup_seconds": setup,
+            "cache_bytes_on_disk": sum(os.stat(p).st_blocks * 512 for p in Path(cache.dir).iterdir())}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=5120)
+    ap.add_argument("--student", default="resnet8")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_speed.json"))
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kd2edge-speed-"))
+    result = {"n": a.n, "student": a.student, "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+              "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    t_all = time.perf_counter()
+    print("building the teacher cache (one-time cost) ...", flush=True)
+    result["cache_build"] = build_cache(a.n, work / "cache")
+    print(json.dumps(result["cache_build"]), flush=True)
+    tut, ours, ours_fp32 = [], [], []
+    for r in range(a.rounds):
+        tut.append(tutorial_loop(a.student, a.n, a.batch_size, ROOT / "data"))
+        print(f"round {r}: tutorial {tut[-1]:.0f} img/s", flush=True)
+        ours.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run")["ips"])
+        print(f"round {r}: kd2edge cached, bf16 autocast {ours[-1]:.0f} img/s", flush=True)
+        ours_fp32.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", amp=False)["ips"])
+        print(f"round {r}: kd2edge cached, fp32 {ours_fp32[-1]:.0f} img/s", flush=True)
+    live = kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", cache=False, epochs=1)
+    print(f"kd2edge live teacher (no cache): {live['ips']:.0f} img/s", flush=True)
+    result.update({
+        "tutorial_ips": tut, "kd2edge_cached_bf16_ips": ours, "kd2edge_cached_fp32_ips": ours_fp32,
+        "kd2edge_live_teacher_ips": live["ips"],
+        "speedup_cached_bf16": statistics.median(ours) / statistics.median(tut),
+        "speedup_cached_fp32": statistics.median(ours_fp32) / statistics.median(tut),
+        "speedup_live": live["ips"] / statistics.median(tut),
+        "load_avg_end": os.getloadavg(), "wall_seconds": time.perf_counter() - t_all})
+    print(json.dumps(result, indent=2))
+    from kd2edge.paths import write_json
+
+    write_json(a.out, result)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

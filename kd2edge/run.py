@@ -1,0 +1,214 @@
+"""`kd2edge run CONFIG`: teacher -> hard-label baseline + distilled student -> exports -> bench -> report.
+
+Config (YAML; see benchmarks/configs/quickstart.yaml): top-level `name`, `out`, `teacher`, `teacher_arch`,
+`dataset`, `data_dir`, `student`, `student_kwargs`, `seed`, `baseline` (also train the hard-label student),
+`distill` (any `kd2edge distill` key: method, epochs, T, alpha, limit_train, ...), `export` (targets, int8,
+calib_images, eval_images, max_drop, teacher: also export the teacher), `bench` (threads, runs, warmup).
+
+Every stage is reused when its inputs did not change: students live in `<out>/students/<method>-<key>/`
+(key = hash of the resolved distill config and the teacher's sha256), artifacts in `<out>/exports/` are
+reused when their meta.json records the same source checkpoint sha256 and export settings, and evaluations
+are cached by checkpoint sha256. Changing only the targets re-runs export and bench, never training.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from kd2edge import Kd2EdgeError
+from kd2edge.paths import sha256, write_json
+
+DEFAULTS = {
+    "name": "run", "out": None, "teacher": "cifar10-resnet56", "teacher_arch": None, "dataset": "cifar10",
+    "data_dir": None, "student": "resnet8", "student_kwargs": {}, "seed": 0, "baseline": True,
+    "distill": {"method": "kd", "epochs": 10},
+    "export": {"targets": ["onnx", "tflite", "coreml"], "int8": True, "calib_images": 256, "eval_images": 1000,
+               "max_drop": 1.0, "teacher": True},
+    "bench": {"threads": [1, 2], "runs": 100, "warmup": 10},
+}
+SECTIONS = ("distill", "export", "bench")
+
+
+def merge(base: dict, extra: dict, where: str = "config") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if k not in base:
+            raise Kd2EdgeError(f"unknown {where} key {k!r}; valid: {', '.join(base)}")
+        if k in SECTIONS and k != "distill" and isinstance(v, dict):
+            out[k] = merge(base[k], v, f"{where}.{k}")
+        elif k == "distill" and isinstance(v, dict):
+            out[k] = {**base[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def set_override(cfg: dict, assignment: str) -> None:
+    """Apply `key.sub=value` (value parsed as YAML) to a nested config."""
+    import yaml
+
+    if "=" not in assignment:
+        raise Kd2EdgeError(f"--set expects key=value (e.g. distill.epochs=3), got {assignment!r}")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise Kd2EdgeError(f"--set {key}: {p!r} is not a config section ({', '.join(SECTIONS)})")
+        node = node[p]
+    if parts[-1] not in node and parts[0] not in ("distill",):
+        raise Kd2EdgeError(f"--set {key}: unknown key; valid: {', '.join(node)}")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise Kd2EdgeError(f"config file {p} not found (see benchmarks/configs/ for examples)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise Kd2EdgeError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise Kd2EdgeError(f"config file {p} must be a mapping")
+    cfg = merge(DEFAULTS, data)
+    for s in sets:
+        set_override(cfg, s)
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        section, _, key = k.rpartition(".")
+        (cfg[section] if section else cfg)[key] = v
+    cfg["out"] = str(cfg["out"] or Path("reports") / cfg["name"])
+    return cfg
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _teacher_file(cfg: dict) -> tuple[str, str]:
+    """(path, sha256) of the teacher."""
+    from kd2edge.paths import resolve_file
+    from kd2edge.teachers import TEACHERS, fetch
+
+    t = cfg["teacher"]
+    path = fetch(t) if t in TEACHERS else resolve_file(t)
+    return str(path), sha256(path)
+
+
+def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progress: bool) -> dict:
+    from kd2edge.distill import distill, resolve_config
+
+    d = {**cfg["distill"], "method": method, "teacher": teacher,
+         "teacher_arch": cfg["teacher_arch"] or _known_arch(cfg["teacher"]),
+         "student": cfg["student"], "student_kwargs": cfg["student_kwargs"], "dataset": cfg["dataset"],
+         "data_dir": cfg["data_dir"], "seed": cfg["seed"]}
+    if method == "ce":
+        d = {k: v for k, v in d.items() if k not in ("T", "alpha", "beta", "feature_weight", "feature_layers")}
+    resolved = resolve_config(d, out="_")
+    ignore = {"out", "progress", "threads", "data_dir", "cache_dir", "resume", "overwrite", "latency"}
+    key = _key({"config": {k: v for k, v in resolved.items() if k not in ignore}, "teacher": teacher_sha})
+    out = Path(cfg["out"]) / "students" / f"{method}-{key}"
+    return distill(d, out=str(out), resume=True, progress=progress, latency=False)
+
+
+def evaluate_cached(checkpoint: str, arch: str | None, cfg: dict, cache: Path) -> dict:
+    """`kd2edge eval` of a checkpoint on the test set, cached by its sha256."""
+    from kd2edge.evaluate import evaluate
+
+    path = cache / sha256(checkpoint)[:16] / "eval.json"
+    result = json.loads(path.read_text()) if path.exists() else evaluate(
+        checkpoint, arch, cfg["dataset"], "test", cfg["data_dir"], out=path.parent)
+    return {**result, "_dir": str(path.parent)}
+
+
+def export_cached(checkpoint: str, arch: str | None, name: str, cfg: dict, out: Path, progress: bool) -> list[dict]:
+    """Export the missing (target, precision) artifacts; reuse folders whose meta.json matches."""
+    from kd2edge.export import artifact_name, export, precisions_for
+    from kd2edge.targets import expand
+
+    e = cfg["export"]
+    digest = sha256(checkpoint)
+    settings = {"calib_images": e["calib_images"], "eval_images": e["eval_images"]}
+    rows = []
+    for target in expand(e["targets"]):
+        for precision in precisions_for(target, e["int8"]):
+            folder = out / artifact_name(name, target, precision)
+            meta_path = folder / "meta.json"
+            if meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+                if meta["source"]["sha256"] == digest and meta.get("run_settings") == settings:
+                    rows.append(_row_from_meta(meta, folder))
+                    continue
+            new = export(checkpoint, [target], e["int8"], arch, out, e["calib_images"], e["eval_images"],
+                         e["max_drop"], precisions=[precision], dataset=cfg["dataset"], data_dir=cfg["data_dir"],
+                         name=name, command=f"kd2edge run ({cfg['name']})", progress=progress)
+            for r in new:
+                if r["status"] == "ok":
+                    meta = json.loads((Path(r["path"]) / "meta.json").read_text())
+                    meta["run_settings"] = settings
+                    write_json(Path(r["path"]) / "meta.json", meta)
+            rows += new
+    return rows
+
+
+def _row_from_meta(meta: dict, folder: Path) -> dict:
+    from kd2edge.export import _size
+
+    p = meta["parity"]
+    return {"target": meta["target"], "precision": meta["precision"], "status": "ok", "reason": None,
+            "path": str(folder), "size": _size(folder / meta["model_file"]), "top1": p["top1"], "drop": p["drop"],
+            "agreement": p["agreement"], "max_abs_logit_diff": p["max_abs_logit_diff"], "sqnr": p.get("sqnr_db"),
+            "reused": True}
+
+
+def run(cfg: dict, progress: bool = True) -> dict:
+    """The whole pipeline; returns the report dict (also written as report.json next to report.md)."""
+    from kd2edge.bench import bench
+    from kd2edge.run_report import write_run_report
+
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg)
+    timings = {}
+    t0 = time.time()
+    teacher, teacher_sha = _teacher_file(cfg)
+    models = {"teacher": {"checkpoint": teacher, "arch": cfg["teacher_arch"] or _known_arch(cfg["teacher"]),
+                          "run_dir": None}}
+    method = cfg["distill"].get("method", "kd")
+    if cfg["baseline"] and method != "ce":
+        models["baseline (ce)"] = train_student(cfg, "ce", teacher, teacher_sha, progress)
+    models[f"student ({method})"] = train_student(cfg, method, teacher, teacher_sha, progress)
+    timings["distill_s"] = time.time() - t0
+
+    t0 = time.time()
+    evals = {}
+    for label, m in models.items():
+        evals[label] = evaluate_cached(m["checkpoint"], m.get("arch"), cfg, out / "evals")
+    timings["eval_s"] = time.time() - t0
+
+    t0 = time.time()
+    exports = export_cached(models[f"student ({method})"]["checkpoint"], None, "student", cfg, out / "exports", progress)
+    if cfg["export"]["teacher"]:
+        exports += export_cached(teacher, models["teacher"]["arch"], "teacher", cfg, out / "exports", progress)
+    timings["export_s"] = time.time() - t0
+
+    t0 = time.time()
+    ok = [r["path"] for r in exports if r["status"] == "ok"]
+    b = cfg["bench"]
+    benches = bench(ok, threads=b["threads"], runs=b["runs"], warmup=b["warmup"], out=out / "bench",
+                    progress=progress) if ok else []
+    timings["bench_s"] = time.time() - t0
+    return write_run_report(out, cfg, models, evals, exports, benches, timings)
+
+
+def _known_arch(name: str) -> str | None:
+    from kd2edge.teachers import TEACHERS
+
+    return TEACHERS[name][0] if name in TEACHERS else None

@@ -1,0 +1,102 @@
+"""Real distillation runs on small subsets of real CIFAR-10 with the shared teachers (tiny budgets)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd2edge import Kd2EdgeError
+from kd2edge.distill import distill, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"student": "resnet8", "student_kwargs": {"width": 8}, "limit_train": 512, "limit_val": 500,
+         "batch_size": 128, "latency": False, "progress": False}
+
+
+def cfg(tmp_path, teacher, **kw):
+    return {**SMALL, "teacher": str(teacher), "teacher_arch": "resnet20", "out": str(tmp_path / "run"),
+            "cache_dir": str(tmp_path / "cache"), "data_dir": str(ROOT / "data"), **kw}
+
+
+def test_kd_run_writes_outputs_and_checkpoint(tmp_path, cifar10_dir, teacher_path):
+    from kd2edge.checkpoint import load_model
+
+    r = distill(cfg(tmp_path, teacher_path("resnet20"), epochs=3, lr=0.05))
+    run = Path(r["run_dir"])
+    for f in ("student.pt", "config.json", "history.csv", "metrics.json", "curves.png", "confusion.png", "summary.md"):
+        assert (run / f).stat().st_size > 0, f
+    assert not run.with_name("run.partial").exists()
+    hist = (run / "history.csv").read_text().splitlines()
+    assert len(hist) == 4
+    losses = [float(line.split(",")[hist[0].split(",").index("train_loss")]) for line in hist[1:]]
+    assert losses[-1] < losses[0]  # a few real steps lower the loss
+    model, info = load_model(r["checkpoint"])
+    t = info["provenance"]["teacher"]
+    assert t["arch"] == "resnet20" and t["num_classes"] == 10 and len(t["sha256"]) == 64 and t["source"] == "foreign"
+    assert info["config"]["method"] == "kd" and info["config"]["T"] == {"kind": "constant", "value": 4.0}
+    assert info["provenance"]["dataset"] == "cifar10"
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"best", "last", "student", "teacher", "cache"} <= set(m)
+    assert m["teacher"]["top1"] > 85  # resnet20 on the first 500 test images
+    assert m["cache"]["misses"] > 0
+    assert "| top-1 (%) |" in (run / "summary.md").read_text()
+
+
+def test_ce_baseline_needs_no_teacher_and_bad_inputs_are_clear(tmp_path, cifar10_dir):
+    r = distill({**SMALL, "method": "ce", "epochs": 1, "out": str(tmp_path / "ce"), "data_dir": str(ROOT / "data")})
+    assert "teacher" not in r["metrics"]
+    with pytest.raises(Kd2EdgeError, match="needs a teacher"):
+        resolve_config({"method": "kd"})
+    with pytest.raises(Kd2EdgeError, match="unknown distill config key"):
+        resolve_config({"method": "ce", "epoch": 3})
+    with pytest.raises(Kd2EdgeError, match="already exists"):
+        distill({**SMALL, "method": "ce", "epochs": 1, "out": str(tmp_path / "ce")})
+
+
+def test_class_count_mismatch_without_adaptation_is_clear_error(tmp_path, cifar10_dir, cifar100_teacher):
+    c = cfg(tmp_path, cifar100_teacher, teacher_arch="resnet56", epochs=1)
+    with pytest.raises(Kd2EdgeError, match="teacher has 100 classes but cifar10 has 10; pass --adapt probe"):
+        distill(c)
+
+
+def _run_cmd(c: dict):
+    code = f"from kd2edge.distill import distill; distill({c!r})"
+    return [sys.executable, "-c", code]
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, cifar10_dir, teacher_path):
+    base = cfg(tmp_path, teacher_path("resnet20"), epochs=3, progress=True, limit_train=384)
+    a = distill({**base, "out": str(tmp_path / "a"), "cache_dir": str(tmp_path / "ca"), "progress": False})
+    b_cfg = {**base, "out": str(tmp_path / "b"), "cache_dir": str(tmp_path / "cb")}
+    p = subprocess.Popen(_run_cmd(b_cfg), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    for line in p.stdout:
+        if line.startswith("epoch 1:"):
+            p.send_signal(signal.SIGKILL)  # killed during epoch 2
+            break
+    p.wait()
+    state = torch.load(tmp_path / "b.partial" / "state.pt", weights_only=False)
+    assert state["epoch"] == 1 and not (tmp_path / "b").exists()
+    b = distill({**b_cfg, "resume": True, "progress": False})
+    sa = torch.load(a["checkpoint"], weights_only=True)["state_dict"]
+    sb = torch.load(b["checkpoint"], weights_only=True)["state_dict"]
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+    assert a["metrics"]["last"]["top1"] == b["metrics"]["last"]["top1"]
+    with pytest.raises(Kd2EdgeError, match="differs in seed"):
+        from kd2edge.distill import load_state
+
+        load_state(tmp_path / "b" / "state.pt", resolve_config({**b_cfg, "seed": 1}))
+
+
+def test_labeled_fraction_mask_is_stratified():
+    from kd2edge.distill import labeled_mask
+
+    y = np.repeat(np.arange(10), 100)
+    m = labeled_mask(y, 0.05, 0)
+    assert m.sum() == 50 and all(m[y == c].sum() == 5 for c in range(10))
+    assert (labeled_mask(y, 0.05, 0) == m).all() and not (labeled_mask(y, 0.05, 1) == m).all()

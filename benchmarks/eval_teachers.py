@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("KD2EDGE_SHARED", ROOT.parent / "shared")))
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KD2EDGE_DATA", ROOT / "data")))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--tag", default="", help="suffix of the result files, e.g. -1thread")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from kd2edge.paths import write_json, write_text
@@ -35,7 +37,9 @@ def main():
     for arch, fname in TEACHERS.items():
         path = args.shared / "weights" / "cifar10" / fname
         cmd = [sys.executable, "-m", "kd2edge", "eval", str(path), "--arch", arch, "--data-dir", str(args.data_dir),
-               "--out", str(args.out / "eval" / f"cifar10-{arch}"), "--json"]
+               "--out", str(args.out / "eval" / f"cifar10-{arch}{args.tag}"), "--json"]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         load_before = os.getloadavg()[0]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -52,18 +56,19 @@ def main():
     total = time.perf_counter() - t_all
 
     lines = ["| teacher | top-1 (%) | expected | top-5 (%) | macro F1 (%) | params | MACs | latency b1 (ms) | "
-             "throughput b256 (img/s) | wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "throughput b256 (img/s) | threads | load avg (1 min) | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['teacher']} | {r['top1']:.2f} | {r['expected_top1']:.2f} | {r['top5']:.2f} | "
                      f"{r['macro_f1']:.2f} | {r['params']:,} | {r['macs']:,} | {r['latency_ms_b1']:.2f} | "
-                     f"{r['throughput_ips']:,.0f} | {r['wall_s']:.0f} |")
+                     f"{r['throughput_ips']:,.0f} | {r['threads']} | {r['load_avg_1m']:.1f} | {r['wall_s']:.0f} |")
     table = "\n".join(lines)
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "total_wall_s": round(total, 1), "command": "python benchmarks/eval_teachers.py"}
-    write_json(args.out / "eval_teachers.json", {"meta": meta, "rows": rows})
-    write_text(args.out / "eval_teachers.md", table + "\n")
+            "total_wall_s": round(total, 1), "command": "python " + " ".join(map(shlex.quote, sys.argv))}
+    write_json(args.out / f"eval_teachers{args.tag}.json", {"meta": meta, "rows": rows})
+    write_text(args.out / f"eval_teachers{args.tag}.md", table + "\n")
     print(table)
-    print(f"total wall time {total:.0f} s; wrote {args.out / 'eval_teachers.json'} and eval_teachers.md")
+    print(f"total wall time {total:.0f} s; wrote {args.out}/eval_teachers{args.tag}.json and .md")
     if any(abs(r["top1"] - r["expected_top1"]) > 0.005 for r in rows):
         sys.exit("a teacher does not reproduce its published top-1")
 

@@ -109,6 +109,7 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
           batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
           latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Measure batch-1 latency and "
                                                 "throughput.")] = True,
+          threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's).")] = None,
           as_json: AsJson = False):
     """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate
@@ -118,7 +119,7 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
         out = Path("runs") / "eval" / f"{Path(checkpoint).stem}-{ds_name}-{split.value}"
     with _progress_bars() as progress:
         r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
-                     latency=latency, num_classes=num_classes, progress=progress)
+                     latency=latency, num_classes=num_classes, progress=progress, threads=threads)
     if as_json:
         print(json.dumps(r, indent=2))
         return
@@ -229,6 +230,9 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
         for r in rows:
             if r["status"] == "ok":
                 console.print(f"wrote {r['path']}", highlight=False)
+            else:
+                console.print(f"[red]{r['target']} {r['precision']}: {r['status']}:[/red] {r['reason']}",
+                              soft_wrap=True, highlight=False)
     if any(r["status"] != "ok" for r in rows):
         raise typer.Exit(1)
 

@@ -118,11 +118,21 @@ def match_classes(ds: Dataset, classes: list[str] | None, what: str) -> Dataset:
 
 def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, split: str = "test",
              data_dir=None, out=None, limit: int | None = None, batch_size: int = 500,
-             latency: bool = True, num_classes: int | None = None, progress=None) -> dict:
+             latency: bool = True, num_classes: int | None = None, progress=None, threads: int | None = None) -> dict:
     """Evaluate a checkpoint on a dataset split. `progress(phase, total)` may return a callback(n) that
-    advances a progress bar (see kd2edge.cli)."""
+    advances a progress bar (see kd2edge.cli). `threads` sets torch's CPU threads for the whole run."""
     if batch_size < 1:
         raise Kd2EdgeError(f"--batch-size must be at least 1, got {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            raise Kd2EdgeError(f"--threads must be at least 1, got {threads}")
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return evaluate(checkpoint, arch, dataset, split, data_dir, out, limit, batch_size, latency,
+                            num_classes, progress)
+        finally:
+            torch.set_num_threads(before)
     model, info = load_model(checkpoint, arch, num_classes)
     dataset = dataset or _dataset_name(info)
     prep = info.get("preprocessing")

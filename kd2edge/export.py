@@ -108,11 +108,11 @@ def _install(tmp: Path, dest: Path) -> None:
 def _data(info: dict, dataset, data_dir, calib_images: int, eval_images: int):
     from kd2edge.data import load_dataset
 
+    if calib_images < 1 or eval_images < 1:
+        raise Kd2EdgeError("--calib-images and --eval-images must be >= 1")
     name = dataset or (info.get("provenance") or {}).get("dataset") or "cifar10"
     train = load_dataset(name, "train", data_dir)
     test = load_dataset(name, "test", data_dir, limit=eval_images)
-    if calib_images < 1 or eval_images < 1:
-        raise Kd2EdgeError("--calib-images and --eval-images must be >= 1")
     # Calibration: a fixed, class-mixed sample of TRAINING images; verification: the first TEST images.
     pick = np.random.default_rng(0).choice(len(train), size=min(calib_images, len(train)), replace=False)
     return train.x[np.sort(pick)], test, name
@@ -144,8 +144,11 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
               "classes": np.array(classes)}
     t_record = _teacher_record(info, teacher)
     if t_record:
-        bundle["teacher_logits"], t_record = _teacher_logits(t_record, test.x)
-        bundle["teacher_logits"] = bundle["teacher_logits"].astype(np.float32)
+        t_logits, t_record = _teacher_logits(t_record, test.x)
+        if t_logits.shape[1] == reference.shape[1]:
+            bundle["teacher_logits"] = t_logits.astype(np.float32)
+        else:  # e.g. a CIFAR-100 teacher of a CIFAR-10 student: no drift to measure on these labels
+            t_record["note"] = f"{t_logits.shape[1]}-class teacher: teacher_logits omitted from eval.npz"
     out = Path(out or "exports")
     name = name or Path(str(info["path"])).stem
     command = command or "kd2edge export " + " ".join(sys.argv[1:])
@@ -206,6 +209,9 @@ def _export_one(model, info, prep, classes, target, precision, calib, test, refe
             row.update(status=STATUS_FAILED, reason=par["reason"])
             return row
         mod.embed_metadata(model_path, meta)
+        again, _ = mod.run(model_path, test.x[:16], spec)  # embedding must not touch the graph
+        if not np.array_equal(np.asarray(again, dtype=np.float32), np.asarray(logits[:16], dtype=np.float32)):
+            raise Kd2EdgeError(f"{target}: writing metadata into {mod.MODEL_FILE} changed its outputs")
         # Plain writes: the whole folder is still private (tmp) and appears only by the rename below.
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
         np.savez(tmp / "eval.npz", **bundle)
@@ -240,11 +246,12 @@ def _torch_versions() -> dict:
 
 
 def summary_rows(rows: list[dict]) -> list[list]:
-    """Rows for the CLI table: target, precision, status, size, top-1, drop, agreement, max diff."""
+    """Rows for the CLI table: target, precision, status, size, top-1, drop, agreement, max diff
+    (the reason of a failure is printed below the table, on one line)."""
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    return [[r["target"], r["precision"], r["status"] + (f": {r['reason']}" if r["reason"] else ""),
+    return [[r["target"], r["precision"], r["status"],
              f(r["size"] and r["size"] / 1e6, ".3f") + (" MB" if r["size"] else ""), f(r["top1"], ".2f"),
              f(r["drop"], "+.2f"), f(r["agreement"], ".2f"), f(r["max_abs_logit_diff"], ".2e")] for r in rows]
 

@@ -139,13 +139,14 @@ def test_eval_bundle_teacher_logits(exported, teacher_path, cifar10_test):
 
 def test_tflite_int8_io_quantization(exported):
     """The recorded int8 I/O parameters are the interpreter's, and applying them is what makes it right."""
-    from kd2edge.targets.tflite import dequantize_output, interpreter, io_details, quantize_input
+    from kd2edge.targets.tflite import dequantize_output, interpreter, io_details, quantize_input, read_metadata
 
     _, out = exported
     folder = out / "r8-tflite-int8"
     meta = json.loads((folder / "meta.json").read_text())
     qin, qout = meta["quantization"]["input"], meta["quantization"]["output"]
     assert meta["input"]["dtype"] == "int8" and qin["dtype"] == "int8" and qout["dtype"] == "int8"
+    assert read_metadata(folder / "model.tflite")["quantization"]["input"] == qin  # embedded in the file too
     details = io_details(folder / "model.tflite")
     assert details["input"]["quantization"] == qin and details["output"]["quantization"] == qout
     # raw pixels 0..255 must fit the int8 input range: real = scale * (q - zero_point)

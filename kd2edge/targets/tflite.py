@@ -153,5 +153,36 @@ def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
 
 
 def embed_metadata(path, meta: dict) -> None:
-    """TFLite metadata needs the tflite_support flatbuffer schema, not a dependency here: meta.json only."""
+    """Add the metadata as a `kd2edge` entry of the model's flatbuffer metadata table (a named buffer)."""
+    import json
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = Path(path)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(meta, default=str).encode(), dtype=np.uint8)
+    model.buffers = list(model.buffers or []) + [buf]
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = "kd2edge", len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (b"kd2edge", "kd2edge")] + [entry]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    tmp = path.with_name(f".{path.name}.meta.tmp")
+    tmp.write_bytes(builder.Output())
+    tmp.replace(path)
+
+
+def read_metadata(path) -> dict | None:
+    """The `kd2edge` metadata entry of a .tflite file (None when absent)."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(bytearray(Path(path).read_bytes()), 0)
+    for i in range(model.MetadataLength()):
+        m = model.Metadata(i)
+        if m.Name() == b"kd2edge":
+            return json.loads(model.Buffers(m.Buffer()).DataAsNumpy().tobytes())
     return None

@@ -1,0 +1,89 @@
+"""`kd2edge run` end to end on a tiny budget: every table and plot exists, report.md shows the numbers of
+report.json, and a re-run with other targets reuses the trained students."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kd2edge.report import fmt
+from kd2edge.run import load_config, run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cifar10_dir, teacher_path):
+    tmp = tmp_path_factory.mktemp("run")
+    cfg_file = tmp / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "name": "tiny", "teacher": str(teacher_path("resnet20")), "teacher_arch": "resnet20",
+        "data_dir": str(cifar10_dir), "student": "resnet8", "student_kwargs": {"width": 8},
+        "distill": {"method": "kd", "epochs": 1, "limit_train": 512, "batch_size": 128},
+        "export": {"targets": ["onnx"], "int8": False, "eval_images": 200, "teacher": False},
+        "bench": {"threads": [1], "runs": 5, "warmup": 1},
+    }))
+    cfg = load_config(cfg_file, {"out": str(tmp / "report")})
+    return cfg_file, cfg, run(cfg, progress=False)
+
+
+def md_tables(text: str) -> list[list[list[str]]]:
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if current is None:
+                current = [cells]
+                tables.append(current)
+            elif not all(set(c) <= {"-"} for c in cells):
+                current.append(cells)
+        else:
+            current = None
+    return tables
+
+
+def test_report_tables_match_json(tiny_run):
+    _, cfg, report = tiny_run
+    out = Path(cfg["out"])
+    saved = json.loads((out / "report.json").read_text())
+    tables = md_tables((out / "report.md").read_text())
+    for key, table in zip(("summary", "deployment"), tables):
+        assert table[0] == saved[key]["columns"]
+        assert table[1:] == [[fmt(v) for v in row] for row in saved[key]["rows"]]
+    labels = [r[0] for r in saved["summary"]["rows"]]
+    assert labels == ["teacher", "baseline (ce)", "student (kd)"]
+    teacher = saved["summary"]["rows"][0]
+    assert teacher[4] == pytest.approx(91.73, abs=0.01)  # resnet20 on the full test set
+    assert all(r[3] == "ok" for r in saved["deployment"]["rows"]), saved["exports"]
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_every_plot_exists(tiny_run):
+    _, cfg, report = tiny_run
+    out = Path(cfg["out"])
+    assert {"accuracy_vs_latency", "curves student (kd)", "confusion teacher"} <= set(report["plots"])
+    for rel in report["plots"].values():
+        png = out / rel
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert rel in (out / "report.md").read_text()
+
+
+def test_rerun_with_other_targets_does_not_retrain(tiny_run):
+    cfg_file, cfg, first = tiny_run
+    students = {p: p.stat().st_mtime_ns for p in Path(cfg["out"]).glob("students/*/student.pt")}
+    assert len(students) == 2
+    cfg2 = load_config(cfg_file, {"out": cfg["out"], "export.targets": ["onnx", "tflite"]})
+    second = run(cfg2, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg["out"]).glob("students/*/student.pt")} == students
+    assert [e["target"] for e in second["exports"]] == ["onnx", "tflite"]
+    assert second["exports"][0].get("reused") is True  # the ONNX artifact was not rebuilt either
+
+
+def test_bad_config_is_one_line_error(tmp_path):
+    from kd2edge import Kd2EdgeError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstudnet: resnet8\n")
+    with pytest.raises(Kd2EdgeError, match="unknown config key 'studnet'"):
+        load_config(bad)
+    with pytest.raises(Kd2EdgeError, match="not found"):
+        load_config(tmp_path / "missing.yaml")

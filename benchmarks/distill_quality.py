@@ -47,7 +47,13 @@ def main():
     ap.add_argument("--full", action="store_true", help="full budget: all 50k images, 200 epochs (GPU)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_quality"))
     ap.add_argument("--runs-dir", default="/tmp/kd2edge-quality-runs")
+    ap.add_argument("--merge", nargs="+", help="only summarize these result JSONs (e.g. seeds run in parallel)")
     a = ap.parse_args()
+    if a.merge:
+        data = [json.loads(Path(p).read_text()) for p in a.merge]
+        runs = [r for d in data for r in d["runs"]]
+        write_json(a.out + ".json", {"budget": data[0]["budget"], "runs": runs, "merged_from": a.merge})
+        return summarize(a.methods, runs, data[0]["budget"], a.out)
     if a.full:
         a.epochs, a.limit_train, a.batch_size = 200, None, 256
     budget = {"student": a.student, "epochs": a.epochs, "limit_train": a.limit_train, "batch_size": a.batch_size,
@@ -78,9 +84,15 @@ def main():
                          "teacher_top1": m.get("teacher", {}).get("top1")})
             print(f"{name} seed {seed}: top-1 {m['last']['top1']:.2f}% ({runs[-1]['wall_seconds']:.0f} s)", flush=True)
             write_json(json_path, {"budget": budget, "runs": runs})
+    summarize(a.methods, runs, budget, a.out)
+
+
+def summarize(methods, runs, budget, out):
+    from kd2edge.paths import write_text
+
     rows = ["| method | seeds | top-1 mean (%) | spread (min-max) | std | macro F1 mean | wall s per run |",
             "|---|---|---:|---:|---:|---:|---:|"]
-    for name in a.methods:
+    for name in methods:
         rs = [r for r in runs if r["name"] == name]
         if not rs:
             continue
@@ -90,7 +102,7 @@ def main():
                     f"{statistics.mean(r['macro_f1'] for r in rs):.2f} | "
                     f"{statistics.mean(r['wall_seconds'] for r in rs):.0f} |")
     md = "\n".join([f"budget: {json.dumps(budget)}", "", *rows, ""])
-    write_text(a.out + ".md", md)
+    write_text(out + ".md", md)
     print(md)
 
 

@@ -1,6 +1,7 @@
 """Export real checkpoints to every target (fp32 + int8) on real CIFAR-10 and record the table.
 
     .venv/bin/python benchmarks/export_all.py [--eval-images 10000] [--coreml-eval-images 1000]
+        [--checkpoint PATH --tag NAME]
 
 Models: the shared trained resnet20 (akamaster, foreign checkpoint) and every distilled kd2edge student found
 under models/ or runs/ (a native checkpoint whose provenance names a teacher). ONNX and TFLite are verified
@@ -43,11 +44,15 @@ def main():
     ap.add_argument("--calib-images", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "exports"))
     ap.add_argument("--only-shared", action="store_true", help="skip distilled students")
+    ap.add_argument("--checkpoint", action="append", help="export only these native checkpoints")
+    ap.add_argument("--tag", default="export", help="results file stem (benchmarks/results/<tag>.json)")
     args = ap.parse_args()
     from kd2edge.export import export
 
     models = [(str(SHARED / "resnet20-12fca82f.th"), "resnet20", f"resnet56:{SHARED / 'resnet56-4bfd9763.th'}")]
-    if not args.only_shared:
+    if args.checkpoint:
+        models = [(p, None, None) for p in args.checkpoint]
+    elif not args.only_shared:
         models += [(str(p), None, None) for p in distilled_students()]
     results = []
     for ckpt, arch, teacher in models:
@@ -66,7 +71,7 @@ def main():
             results += rows
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "export.json").write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
+    (out / f"{args.tag}.json").write_text(json.dumps({"machine": platform.platform(), "processor": platform.processor(),
                                                  "rows": results}, indent=2) + "\n")
     lines = ["| checkpoint | target | precision | status | check | n | size (KB) | top-1 | drop vs PyTorch | "
              "agreement | max abs logit diff | SQNR (dB) | export+verify (s) |", "|" + "---|" * 13]
@@ -78,7 +83,7 @@ def main():
                      f"{f(r['agreement'], '.2f')} | {f(r['max_abs_logit_diff'], '.2e')} | {f(r['sqnr'], '.1f')} | "
                      f"{r['seconds']} |")
     table = "\n".join(lines) + "\n"
-    (out / "export_table.md").write_text(table)
+    (out / f"{args.tag}_table.md").write_text(table)
     print(table)
 
 

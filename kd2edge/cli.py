@@ -110,6 +110,8 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
           latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Measure batch-1 latency and "
                                                 "throughput.")] = True,
           threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's).")] = None,
+          download: Annotated[bool, typer.Option("--download", help="Download cifar10/cifar100 when missing "
+                                                 "(needs internet).")] = False,
           as_json: AsJson = False):
     """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate
@@ -119,7 +121,8 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
         out = Path("runs") / "eval" / f"{Path(checkpoint).stem}-{ds_name}-{split.value}"
     with _progress_bars() as progress:
         r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
-                     latency=latency, num_classes=num_classes, progress=progress, threads=threads)
+                     latency=latency, num_classes=num_classes, progress=progress, threads=threads,
+                     download=download)
     if as_json:
         print(json.dumps(r, indent=2))
         return

@@ -118,7 +118,8 @@ def match_classes(ds: Dataset, classes: list[str] | None, what: str) -> Dataset:
 
 def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, split: str = "test",
              data_dir=None, out=None, limit: int | None = None, batch_size: int = 500,
-             latency: bool = True, num_classes: int | None = None, progress=None, threads: int | None = None) -> dict:
+             latency: bool = True, num_classes: int | None = None, progress=None, threads: int | None = None,
+             download: bool = False) -> dict:
     """Evaluate a checkpoint on a dataset split. `progress(phase, total)` may return a callback(n) that
     advances a progress bar (see kd2edge.cli). `threads` sets torch's CPU threads for the whole run."""
     if batch_size < 1:
@@ -130,14 +131,14 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
         torch.set_num_threads(threads)
         try:
             return evaluate(checkpoint, arch, dataset, split, data_dir, out, limit, batch_size, latency,
-                            num_classes, progress)
+                            num_classes, progress, download=download)
         finally:
             torch.set_num_threads(before)
     model, info = load_model(checkpoint, arch, num_classes)
     dataset = dataset or _dataset_name(info)
     prep = info.get("preprocessing")
     size = tuple(prep["input_size"][1:]) if info["source"] == "native" and prep and prep.get("input_size") else None
-    ds = load_dataset(dataset, split, data_dir, limit=limit, size=size)
+    ds = load_dataset(dataset, split, data_dir, download=download, limit=limit, size=size)
     if prep is None:  # TorchScript without kd2edge metadata: ImageNet statistics, like the foreign teachers
         prep = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     if info["source"] != "native" or not prep.get("input_size"):  # foreign nets take the dataset's size

@@ -210,7 +210,8 @@ def _export_one(model, info, prep, classes, target, precision, calib, test, refe
             return row
         mod.embed_metadata(model_path, meta)
         again, _ = mod.run(model_path, test.x[:16], spec)  # embedding must not touch the graph
-        if not np.array_equal(np.asarray(again, dtype=np.float32), np.asarray(logits[:16], dtype=np.float32)):
+        diff = np.abs(np.asarray(again, np.float64) - np.asarray(logits[:16], np.float64)).max()
+        if not diff <= 1e-5 * (1 + np.abs(reference[:16]).max()):  # batch-size rounding only
             raise Kd2EdgeError(f"{target}: writing metadata into {mod.MODEL_FILE} changed its outputs")
         # Plain writes: the whole folder is still private (tmp) and appears only by the rename below.
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")

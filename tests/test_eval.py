@@ -42,13 +42,15 @@ def test_cli_eval_reproduces_shared_teacher_accuracy(tmp_path, cifar10_dir, teac
 
 
 def test_cli_eval_table_and_latency(tmp_path, cifar10_dir, teacher_path):
+    threads_before = torch.get_num_threads()
     res = CliRunner().invoke(app, ["eval", str(teacher_path("resnet20")), "--arch", "resnet20", "--data-dir",
-                                   str(cifar10_dir), "--out", str(tmp_path), "--limit", "200"])
+                                   str(cifar10_dir), "--out", str(tmp_path), "--limit", "200", "--threads", "1"])
     assert res.exit_code == 0, res.output
     for text in ("top-1 (%)", "macro F1", "latency b1 (ms)", "throughput b256", "airplane", "269,722"):
         assert text in res.stdout, text
     r = json.loads((tmp_path / "eval.json").read_text())
-    assert r["n"] == 200 and r["latency_ms_b1"] > 0 and r["throughput_ips"] > 0
+    assert r["n"] == 200 and r["latency_ms_b1"] > 0 and r["throughput_ips"] > 0 and r["threads"] == 1
+    assert torch.get_num_threads() == threads_before  # the caller's thread setting is restored
 
 
 def test_progress_callbacks_count_every_image_and_run(cifar10_dir, teacher_path):

@@ -8,6 +8,7 @@ it past the sample batch for our ResNets' option-A shortcuts; the interpreter ca
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False):
 def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
     torch = require("torch", "export")
     litert_torch = require("litert_torch", "export")
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own per-step log; we show a progress bar
     if precision not in PRECISIONS:
         raise Kd2EdgeError(f"tflite cannot export precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
@@ -69,15 +71,12 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
         quantization = {"scheme": "PT2E full-integer: int8 activations (histogram, asymmetric), int8 weights "
                                   "(per-channel, symmetric)",
                         "input": qin["quantization"], "output": qout["quantization"]}
-    import ai_edge_litert
-
     return {"input": {"name": qin["name"], "shape": [qin["shape"][0], h, w, c],
                       "layout": LAYOUT, "dtype": qin["dtype"], "range": [0, 255]},
             "output": {"name": qout["name"], "shape": [None, qout["shape"][-1]], "dtype": qout["dtype"]},
             "quantization": quantization,
             "tool_versions": {"litert_torch": getattr(litert_torch, "__version__", _version("litert-torch")),
-                              "ai_edge_litert": _version("ai-edge-litert"), "torchao": _version("torchao"),
-                              "ai_edge_litert_module": getattr(ai_edge_litert, "__name__", "")}}
+                              "ai_edge_litert": _version("ai-edge-litert"), "torchao": _version("torchao")}}
 
 
 def _version(dist: str) -> str:

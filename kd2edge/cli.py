@@ -287,7 +287,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
         out: Annotated[Optional[Path], typer.Option(help="Report folder (default reports/<name>).")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Override distill.epochs.")] = None,
         limit_train: Annotated[Optional[int], typer.Option(help="Override distill.limit_train.")] = None,
-        targets: Annotated[Optional[str], typer.Option(help="Override export.targets, e.g. onnx,tflite.")] = None,
+        target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Override export.targets; repeatable.")] = None,
         int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Override export.int8.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any key: --set distill.T=2 (repeatable).")] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True):
@@ -296,7 +296,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
 
     cfg = load_config(config, {"out": str(out) if out else None, "distill.epochs": epochs,
                                "distill.limit_train": limit_train,
-                               "export.targets": targets.split(",") if targets else None, "export.int8": int8},
+                               "export.targets": target or None, "export.int8": int8},
                       set_ or [])
     report = run_pipeline(cfg, progress=progress)
     for key, title, cols in (("summary", "models (PyTorch, test set)", [0, 2, 4, 8, 9]),

@@ -68,12 +68,11 @@ def curves_png(history: list[dict], path, title="Training curves") -> Path:
 def scatter_png(points: list[dict], path, x="p50_ms", y="top1", label="name", title="Accuracy vs latency",
                 xlabel="p50 latency (ms, batch 1)", ylabel="top-1 (%)", logx=True) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for p in points:
-        if p.get(x) is None or p.get(y) is None:
-            continue
-        ax.scatter(p[x], p[y], s=30)
-        ax.annotate(str(p[label]), (p[x], p[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    markers = "osD^v<>pP*Xh"
+    for i, p in enumerate(q for q in points if q.get(x) is not None and q.get(y) is not None):
+        ax.scatter(p[x], p[y], s=40, marker=markers[i % len(markers)], label=str(p[label]), alpha=0.85)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

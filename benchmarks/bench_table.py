@@ -8,7 +8,6 @@ for the speed-up column. Prints a markdown table and saves JSON + markdown in be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

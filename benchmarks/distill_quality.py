@@ -28,16 +28,17 @@ METHOD_CFG = {  # shared settings per method; everything else is the same for al
     "kd": {"method": "kd", "T": 4.0, "alpha": 0.9},
     "dkd": {"method": "dkd", "T": 4.0, "alpha": 0.5, "beta": 8.0},
     "hybrid": {"method": "hybrid", "T": 4.0, "alpha": 0.9, "feature_weight": 0.1},
+    "kd-t2": {"method": "kd", "T": 2.0, "alpha": 0.5},
     "kd-live": {"method": "kd", "T": 4.0, "alpha": 0.9, "cache": False},
 }
 
 
 def main():
     from kd2edge.distill import distill
-    from kd2edge.paths import write_json, write_text
+    from kd2edge.paths import write_json
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--methods", nargs="+", default=["ce", "kd", "dkd", "hybrid"])
+    ap.add_argument("--methods", nargs="+", default=["ce", "kd", "dkd", "hybrid"], choices=list(METHOD_CFG))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--student", default="resnet8")
     ap.add_argument("--epochs", type=int, default=6)

@@ -93,27 +93,29 @@ def write_reports(rows: list[dict], device: dict, out="benchmarks/results", sour
     write_json(paths["json"], {"format": "kd2edge.bench", "format_version": 1, "source": source,
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device, "results": rows})
     append_csv([r for r in rows if r.get("status") != "skipped"], paths["csv"])
-    png = plot(out / "bench.png", paths["csv"])
+    png = plot(out / "bench.png", rows)
     if png:
         paths["png"] = png
     return paths
 
 
-def plot(path, csv_path) -> Path | None:
-    """Top-1 vs p50 latency of every row of the CSV with both values (matplotlib optional)."""
+def plot(path, rows: list[dict]) -> Path | None:
+    """Top-1 vs p50 latency of this run, one point per artifact at its fewest threads (matplotlib optional)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return None
     from kd2edge.plots import scatter_png
 
-    points = []
-    for r in csv.DictReader(io.StringIO(Path(csv_path).read_text())):
-        try:
-            points.append({"p50_ms": float(r["p50_ms"]), "top1": float(r["top1"]),
-                           "name": f"{r['artifact']} t{r['threads']} b{r['batch']}"})
-        except (KeyError, TypeError, ValueError):
+    best: dict = {}
+    for r in rows:
+        if r.get("p50_ms") is None or r.get("top1") is None:
             continue
-    if not points:
+        if r["artifact"] not in best or (r["threads"] or 0) < (best[r["artifact"]]["threads"] or 0):
+            best[r["artifact"]] = r
+    if not best:
         return None
-    return scatter_png(points, path, title="Accuracy vs latency (all rows of bench.csv)")
+    points = [{"p50_ms": r["p50_ms"], "top1": r["top1"], "name": r["artifact"]} for r in best.values()]
+    threads = sorted({r["threads"] for r in best.values()}, key=str)
+    return scatter_png(points, path, title=f"Accuracy vs latency on {rows[0].get('cpu', 'this device')} "
+                                           f"(batch {rows[0].get('batch')}, threads {', '.join(map(str, threads))})")

@@ -315,7 +315,7 @@ def version():
 
 def main():
     try:
-        code = app(standalone_mode=False)  # returns the code of `raise typer.Exit(code)`
+        code = app(prog_name="kd2edge", standalone_mode=False)  # returns the code of `raise typer.Exit(code)`
     except Kd2EdgeError as e:
         console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
         sys.exit(1)

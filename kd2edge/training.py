@@ -65,7 +65,7 @@ def train_epoch(ctx: dict, epoch: int, progress=None) -> dict:
         slot = slots[idx]
         views = source.views(idx, slot) if source is not None else slot
         xb = apply_views(x[idx], views, cfg["pad"]) if cfg["augment"] else x[idx]
-        t_logits, feats, store = None, None, {}
+        t_logits, feats = None, None
         tt = time.perf_counter()
         if method.needs_features:
             with torch.no_grad():

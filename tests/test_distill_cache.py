@@ -1,5 +1,4 @@
 """Teacher-output cache: misses then hits, persistence across runs, exact views, key invalidation."""
-import numpy as np
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """DistributedDataParallel through torchrun with two CPU processes (gloo), tiny budget."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Real distillation runs on small subsets of real CIFAR-10 with the shared teachers (tiny budgets)."""
 import json
-import os
 import signal
 import subprocess
 import sys

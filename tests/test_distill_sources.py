@@ -2,7 +2,6 @@
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

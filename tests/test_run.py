@@ -1,7 +1,6 @@
 """`kd2edge run` end to end on a tiny budget: every table and plot exists, report.md shows the numbers of
 report.json, and a re-run with other targets reuses the trained students."""
 import json
-import re
 from pathlib import Path
 
 import pytest

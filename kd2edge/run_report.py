@@ -31,6 +31,10 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: float | No
         size = round(e["size"] / 1024, 1) if e.get("size") else None
         head = [name, e["target"], e["precision"], e["status"], size]
         runs = by_path.get(os.path.normpath(e["path"]), [])
+        skipped = [b for b in runs if b.get("status") == "skipped"]  # e.g. CoreML off macOS
+        runs = [b for b in runs if b.get("status") != "skipped"]
+        if skipped:
+            head[3] = f"{e['status']}; not benched here: {skipped[0].get('note')}"
         if not runs:
             rows.append(head + [e.get("top1"), None, e.get("agreement"), None, None, None, None, None, None])
             continue

@@ -1,6 +1,9 @@
 """`kd2edge run` end to end on a tiny budget: every table and plot exists, report.md shows the numbers of
 report.json, and a re-run with other targets reuses the trained students."""
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,41 @@ def test_bad_config_is_one_line_error(tmp_path):
         load_config(bad)
     with pytest.raises(Kd2EdgeError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    """Open report.html in Debian's Chromium (installed by .ci/run) and look at the screenshot: text drawn
+    and the plot images loaded (a broken <img> leaves no coloured pixels; the tables are black on grey)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        msg = "chromium not installed (apt-get install chromium; .ci/run does this)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from matplotlib.image import imread
+
+    _, cfg, _ = tiny_run
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", (Path(cfg["out"]) / "report.html").resolve().as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    rgb = imread(shot)[..., :3]
+    assert rgb.shape[:2] == (2400, 1280)
+    text = (rgb.max(-1) < 0.3).mean()
+    colour = (rgb.max(-1) - rgb.min(-1) > 0.3).mean()
+    assert text > 0.002, f"almost nothing dark on the page ({text:.4f})"
+    assert colour > 0.002, f"no plot pixels on the page ({colour:.4f}): images did not load"
+
+
+def test_deploy_rows_show_skipped_coreml_bench():
+    from kd2edge.run_report import deploy_rows
+
+    exports = [{"path": "x/s-coreml", "target": "coreml", "precision": "fp32", "status": "ok", "size": 2048,
+                "top1": 90.0, "agreement": 100.0}]
+    benches = [{"path": "x/s-coreml", "status": "skipped", "note": "CoreML artifacts run only on macOS",
+                "threads": 1, "p50_ms": None, "p90_ms": None}]
+    (row,) = deploy_rows(exports, benches, teacher_ms=8.0)
+    assert row[3] == "ok; not benched here: CoreML artifacts run only on macOS"
+    assert row[5] == 90.0 and row[-3:] == [None, None, None]

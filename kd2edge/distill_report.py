@@ -71,9 +71,8 @@ def history_csv(history: list[dict]) -> str:
 
 
 def write_outputs(folder: Path, cfg, student, train, val, history, best, val_logits, teacher, t_val, probe,
-                  source) -> dict:
+                  source, stats: dict, init: dict | None = None) -> dict:
     from kd2edge.checkpoint import preprocessing, save_checkpoint
-    from kd2edge.data import stats_for
     from kd2edge.metrics import agreement, classification_report
     from kd2edge.plots import confusion_png, curves_png
 
@@ -101,9 +100,8 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
     if source is not None and hasattr(source, "dir"):
         metrics["cache"] = {"dir": str(source.dir), "key": source.key, "hits": source.hits, "misses": source.misses,
                             "views_per_image": source.p}
-    stats = stats_for(train.name)
     provenance = {"dataset": str(cfg["dataset"]), "teacher": tinfo,
-                  "teacher_sha256": tinfo["sha256"] if tinfo else None}
+                  "teacher_sha256": tinfo["sha256"] if tinfo else None, "student_init": init}
     save_checkpoint(folder / "student.pt", student, arch=cfg["student"], arch_kwargs=cfg["student_kwargs"],
                     classes=train.classes, preprocess=preprocessing(stats["mean"], stats["std"],
                                                                     (3, *train.x.shape[1:3])),

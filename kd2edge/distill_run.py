@@ -73,14 +73,29 @@ def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, la
     return teacher, probe
 
 
-def make_student(cfg: dict, num_classes: int, device: str):
+def make_student(cfg: dict, num_classes: int, dataset: str, device: str):
+    """The student and its normalization: fresh from the zoo (dataset stats), or warm-started from
+    `student_init` (a native or foreign checkpoint of the same arch; its own preprocessing is kept)."""
+    from kd2edge.checkpoint import load_model
     from kd2edge.zoo import create_model
 
     torch.manual_seed(cfg["seed"])
-    student = create_model(cfg["student"], num_classes, **cfg["student_kwargs"]).to(device)
+    student = create_model(cfg["student"], num_classes, **cfg["student_kwargs"])
+    stats, init = stats_for(dataset), None
+    if cfg["student_init"]:
+        model, info = load_model(cfg["student_init"], cfg["student"], num_classes, cfg["student_kwargs"])
+        if info["source"] == "torchscript" or info["arch"] != cfg["student"] or \
+                info.get("arch_kwargs", {}) != cfg["student_kwargs"]:
+            raise Kd2EdgeError(f"student_init {cfg['student_init']} is a {info['arch']} {info.get('arch_kwargs')} "
+                               f"checkpoint; it must be the student arch {cfg['student']} {cfg['student_kwargs']}")
+        student.load_state_dict(model.state_dict())
+        pre = info.get("preprocessing") or {}
+        stats = {"mean": pre.get("mean", stats["mean"]), "std": pre.get("std", stats["std"])}
+        init = {"path": info["path"], "sha256": info["sha256"], "arch": info["arch"]}
+    student = student.to(device)
     if cfg["channels_last"]:
         student = student.to(memory_format=torch.channels_last)
-    return student
+    return student, stats, init
 
 
 def make_method(cfg: dict, student, teacher, hook_store: dict, device: str):
@@ -137,10 +152,9 @@ def run(cfg: dict) -> dict:
             if env["world"] > 1 and rank0:
                 torch.distributed.barrier()
     device = env["device"]
-    student = make_student(cfg, train.num_classes, device)
+    student, stats, init = make_student(cfg, train.num_classes, train.name, device)
     hook_store: dict = {}
     method = make_method(cfg, student, teacher, hook_store, device)
-    stats = stats_for(train.name)
     normalizer = Normalizer(stats["mean"], stats["std"], channels_last=True).to(device)
     model = student
     if env["world"] > 1:
@@ -194,6 +208,6 @@ def run(cfg: dict) -> dict:
     _, val_logits = validate(student, normalizer, x_val, y_val, device)
     t_val = teacher_eval_logits(teacher, val.x, cfg) if teacher is not None else None
     metrics = write_outputs(partial, cfg, student.cpu(), train, val, history, best, val_logits, teacher, t_val,
-                            probe, source)
+                            probe, source, stats, init)
     finish_run_dir(partial, out)
     return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": metrics}

@@ -83,3 +83,20 @@ def test_unlabeled_kd_uses_no_labels(tmp_path, cifar10_dir, teacher_path):
                   "labeled_fraction": 0.05, "out": str(tmp_path / "run5"), "cache_dir": str(tmp_path / "c")})
     row5 = next(csv.DictReader(open(Path(r5["run_dir"]) / "history.csv")))
     assert float(row5["train_ce"]) > 0
+
+
+def test_student_warm_start_keeps_its_weights_and_preprocessing(tmp_path, cifar10_dir, teacher_path):
+    """student_init: the shared resnet20 (91.73%) fine-tuned with a tiny lr stays accurate; its own
+    (foreign) normalization travels into the student checkpoint; another arch is a clear error."""
+    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+
+    r20 = str(teacher_path("resnet20"))
+    cfg = {**TINY, "student": "resnet20", "student_kwargs": {}, "student_init": r20, "method": "ce",
+           "lr": 1e-5, "limit_val": 1000, "data_dir": str(cifar10_dir), "out": str(tmp_path / "warm")}
+    r = distill(cfg)
+    assert r["metrics"]["last"]["top1"] > 88.0  # a fresh resnet20 after 2 steps is near 10%
+    _, info = load_model(r["checkpoint"])
+    assert info["preprocessing"]["mean"] == pytest.approx(FOREIGN_PREPROCESSING["mean"])
+    assert info["provenance"]["student_init"]["sha256"] == load_model(r20, "resnet20")[1]["sha256"]
+    with pytest.raises(Kd2EdgeError, match="does not fit arch 'resnet8'"):
+        distill({**TINY, "student_init": r20, "method": "ce", "out": str(tmp_path / "bad")})

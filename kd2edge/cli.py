@@ -145,7 +145,8 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
             teacher: Annotated[Optional[str], typer.Option(help="Teacher: checkpoint, known name (cifar10-resnet56), TorchScript or .onnx.")] = None,
             teacher_arch: Annotated[Optional[str], typer.Option(help="Architecture of a foreign teacher checkpoint.")] = None,
             student: Annotated[Optional[str], typer.Option(help="Student arch from `kd2edge zoo`.")] = None,
-            student_init: Annotated[Optional[str], typer.Option(help="Warm-start the student from this checkpoint (same arch; foreign ok).")] = None,
+            student_init: Annotated[Optional[str], typer.Option(help="Warm-start the student from this checkpoint (its arch or a deeper one of the family).")] = None,
+            student_init_arch: Annotated[Optional[str], typer.Option(help="Arch of a foreign --student-init checkpoint (default: the student's).")] = None,
             method: Annotated[Optional[str], typer.Option(help="ce, kd, dkd or hybrid.")] = None,
             epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
             optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
@@ -169,6 +170,7 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
 
     base = load_config_file(config) if config else {}
     flags = {"teacher": teacher, "teacher_arch": teacher_arch, "student": student, "student_init": student_init,
+             "student_init_arch": student_init_arch,
              "method": method, "epochs": epochs,
              "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule, "T": temperature,
              "alpha": alpha, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,

@@ -22,7 +22,8 @@ from kd2edge.paths import atomic_write
 
 DEFAULTS = {
     "teacher": None, "teacher_arch": None, "teacher_preprocessing": None, "teacher_bf16": False,
-    "student": "resnet8", "student_kwargs": {}, "student_init": None, "method": "kd",
+    "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
+    "method": "kd",
     "epochs": 10, "batch_size": 256, "lr": None, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
     "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.0,
     "T": 4.0, "alpha": 0.9, "beta": 8.0, "tckd_weight": 1.0, "standardize": False,

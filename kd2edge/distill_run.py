@@ -75,7 +75,10 @@ def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, la
 
 def make_student(cfg: dict, num_classes: int, dataset: str, device: str):
     """The student and its normalization: fresh from the zoo (dataset stats), or warm-started from
-    `student_init` (a native or foreign checkpoint of the same arch; its own preprocessing is kept)."""
+    `student_init`, a checkpoint (native, or foreign of arch `student_init_arch`) whose preprocessing is kept.
+    Same arch: loaded strictly. A deeper net of the same family (resnet20 -> resnet14): every student tensor
+    is copied from the tensor of the same name, i.e. the first blocks of each stage (DistilBERT-style
+    initialization from the teacher's layers); any student tensor without a match is an error."""
     from kd2edge.checkpoint import load_model
     from kd2edge.zoo import create_model
 
@@ -83,15 +86,22 @@ def make_student(cfg: dict, num_classes: int, dataset: str, device: str):
     student = create_model(cfg["student"], num_classes, **cfg["student_kwargs"])
     stats, init = stats_for(dataset), None
     if cfg["student_init"]:
-        model, info = load_model(cfg["student_init"], cfg["student"], num_classes, cfg["student_kwargs"])
-        if info["source"] == "torchscript" or info["arch"] != cfg["student"] or \
-                info.get("arch_kwargs", {}) != cfg["student_kwargs"]:
-            raise Kd2EdgeError(f"student_init {cfg['student_init']} is a {info['arch']} {info.get('arch_kwargs')} "
-                               f"checkpoint; it must be the student arch {cfg['student']} {cfg['student_kwargs']}")
-        student.load_state_dict(model.state_dict())
+        arch = cfg["student_init_arch"] or cfg["student"]
+        model, info = load_model(cfg["student_init"], arch, num_classes,
+                                 cfg["student_kwargs"] if arch == cfg["student"] else None)
+        if info["source"] == "torchscript":
+            raise Kd2EdgeError(f"student_init {cfg['student_init']} is TorchScript; give a state-dict checkpoint")
+        src, own = model.state_dict(), student.state_dict()
+        bad = [k for k, v in own.items() if k not in src or src[k].shape != v.shape]
+        if bad:
+            raise Kd2EdgeError(f"student_init {cfg['student_init']} ({info['arch']}) does not cover student "
+                               f"{cfg['student']}: no tensor of the same name and shape for {len(bad)} of "
+                               f"{len(own)} ({', '.join(bad[:3])}); use a checkpoint of the student's family")
+        student.load_state_dict({k: src[k] for k in own})
         pre = info.get("preprocessing") or {}
         stats = {"mean": pre.get("mean", stats["mean"]), "std": pre.get("std", stats["std"])}
-        init = {"path": info["path"], "sha256": info["sha256"], "arch": info["arch"]}
+        init = {"path": info["path"], "sha256": info["sha256"], "arch": info["arch"],
+                "tensors_copied": len(own), "tensors_in_init": len(src)}
     student = student.to(device)
     if cfg["channels_last"]:
         student = student.to(memory_format=torch.channels_last)

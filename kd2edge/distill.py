@@ -84,18 +84,9 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
 
 
 def load_config_file(path) -> dict:
-    import yaml
+    from kd2edge.paths import read_yaml_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise Kd2EdgeError(f"config file {p} not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise Kd2EdgeError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise Kd2EdgeError(f"config file {p} must hold a mapping of distill keys, got {type(data).__name__}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+    data = {k.replace("-", "_"): v for k, v in read_yaml_mapping(path).items()}
     return data.get("distill", data) if isinstance(data.get("distill"), dict) else data
 
 

@@ -85,3 +85,19 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_yaml_mapping(path, hint: str = "") -> dict:
+    """A YAML file holding a mapping; a missing file, bad YAML or another type is a one-line error."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise Kd2EdgeError(f"config file {p} not found{hint}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise Kd2EdgeError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise Kd2EdgeError(f"config file {p} must hold a mapping of keys, got {type(data).__name__}")
+    return data

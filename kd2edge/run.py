@@ -65,17 +65,9 @@ def set_override(cfg: dict, assignment: str) -> None:
 
 
 def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> dict:
-    import yaml
+    from kd2edge.paths import read_yaml_mapping
 
-    p = Path(path)
-    if not p.is_file():
-        raise Kd2EdgeError(f"config file {p} not found (see benchmarks/configs/ for examples)")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise Kd2EdgeError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise Kd2EdgeError(f"config file {p} must be a mapping")
+    data = read_yaml_mapping(path, " (see benchmarks/configs/ for examples)")
     cfg = merge(DEFAULTS, data)
     for s in sets:
         set_override(cfg, s)

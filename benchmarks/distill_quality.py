@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--limit-train", type=int, default=2500)
     ap.add_argument("--views-per-image", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (1: two scripts side by side)")
+    ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and the last)")
     ap.add_argument("--full", action="store_true", help="full budget: all 50k images, 200 epochs (GPU)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_quality"))
     ap.add_argument("--runs-dir", default="/tmp/kd2edge-quality-runs")
@@ -71,6 +73,7 @@ def main():
             cfg = {"teacher": TEACHER, "teacher_arch": "resnet56", "student": a.student, "epochs": a.epochs,
                    "limit_train": a.limit_train, "batch_size": a.batch_size, "lr": 0.1, "schedule": "onecycle",
                    "views_per_image": a.views_per_image, "seed": seed, "latency": False,
+                   "threads": a.threads, "val_every": a.val_every,
                    "out": f"{a.runs_dir}/{name}-s{seed}", "overwrite": True, "data_dir": str(ROOT / "data"),
                    **METHOD_CFG[name]}
             if name == "ce":

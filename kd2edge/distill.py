@@ -33,11 +33,12 @@ DEFAULTS = {
     "seed": 0, "deterministic": False, "out": None, "resume": False, "overwrite": False,
     "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True,
     "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
-    "latency": True,
+    "latency": True, "val_every": 1,
 }
 DEFAULT_LR = {"sgd": 0.1, "adamw": 2e-3}
 # Keys that may differ between a run and its resumption.
-RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir"}
+RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
+               "val_every"}
 
 
 def resolve_config(config: dict | None = None, **overrides) -> dict:
@@ -61,7 +62,7 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
     if cfg["method"] != "ce" and not cfg["teacher"]:
         raise Kd2EdgeError(f"method {cfg['method']!r} needs a teacher: pass --teacher CKPT|NAME|FILE.onnx "
                            "(or use --method ce for the hard-label baseline)")
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "val_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise Kd2EdgeError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:

@@ -199,18 +199,19 @@ def run(cfg: dict) -> dict:
         for epoch in range(start, cfg["epochs"]):
             advance = bar(f"epoch {epoch + 1}/{cfg['epochs']}", ctx["steps_per_epoch"] * local_batch * env["world"])
             row = train_epoch(ctx, epoch, lambda b: advance(b * env["world"]))
-            row.update(validate(student, normalizer, x_val, y_val, device)[0])
+            if (epoch + 1) % cfg["val_every"] == 0 or epoch + 1 == cfg["epochs"]:
+                row.update(validate(student, normalizer, x_val, y_val, device)[0])
             if source is not None:
                 row.update({"cache_hits": source.hits, "cache_misses": source.misses})
             history.append(row)
-            if best is None or row["val_top1"] > best["val_top1"]:
+            if "val_top1" in row and (best is None or row["val_top1"] > best["val_top1"]):
                 best = dict(row)
             if rank0:
                 save_state(partial / "state.pt", {"student": student.state_dict(), "method": method.state_dict(),
                                                   "optimizer": optimizer.state_dict(), "history": history,
                                                   "epoch": epoch + 1, "best": best, "config": cfg})
-                log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} val top-1 {row['val_top1']:.2f}% "
-                    f"({row['train_ips']:.0f} img/s)")
+                shown = f" val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
+                log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}{shown} ({row['train_ips']:.0f} img/s)")
     if env["world"] > 1:
         torch.distributed.barrier()
     if not rank0:

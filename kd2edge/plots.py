@@ -54,9 +54,9 @@ def curves_png(history: list[dict], path, title="Training curves") -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, ax in (("loss", a), ("top1", b)):
         for split in ("train", "val"):
-            vals = [h.get(f"{split}_{key}") for h in history]
-            if any(v is not None for v in vals):
-                ax.plot(epochs, vals, marker="o", ms=3, label=split)
+            pts = [(e, h[f"{split}_{key}"]) for e, h in zip(epochs, history) if h.get(f"{split}_{key}") is not None]
+            if pts:  # validation may run only every few epochs (val_every)
+                ax.plot(*zip(*pts), marker="o", ms=3, label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel("top-1 (%)" if key == "top1" else "loss")
         ax.grid(alpha=0.3)

@@ -1,4 +1,5 @@
 """Real distillation runs on small subsets of real CIFAR-10 with the shared teachers (tiny budgets)."""
+import csv
 import json
 import signal
 import subprocess
@@ -99,3 +100,14 @@ def test_labeled_fraction_mask_is_stratified():
     m = labeled_mask(y, 0.05, 0)
     assert m.sum() == 50 and all(m[y == c].sum() == 5 for c in range(10))
     assert (labeled_mask(y, 0.05, 0) == m).all() and not (labeled_mask(y, 0.05, 1) == m).all()
+
+
+def test_val_every_validates_only_some_epochs(tmp_path, cifar10_dir):
+    from kd2edge.distill import distill
+
+    r = distill({"student": "resnet8", "student_kwargs": {"width": 8}, "method": "ce", "limit_train": 256,
+                 "limit_val": 200, "batch_size": 128, "epochs": 3, "val_every": 2, "latency": False,
+                 "progress": False, "data_dir": str(cifar10_dir), "out": str(tmp_path / "v")})
+    rows = list(csv.DictReader(open(Path(r["run_dir"]) / "history.csv")))
+    assert [bool(row["val_top1"]) for row in rows] == [False, True, True]  # epoch 2 and the last
+    assert r["metrics"]["best"]["epoch"] in (2, 3) and (Path(r["run_dir"]) / "curves.png").exists()

@@ -104,7 +104,7 @@ def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progre
     if method == "ce":
         d = {k: v for k, v in d.items() if k not in ("T", "alpha", "beta", "feature_weight", "feature_layers")}
     resolved = resolve_config(d, out="_")
-    ignore = {"out", "progress", "threads", "data_dir", "cache_dir", "resume", "overwrite", "latency"}
+    ignore = {"out", "progress", "threads", "data_dir", "cache_dir", "resume", "overwrite", "latency", "val_every"}
     key = _key({"config": {k: v for k, v in resolved.items() if k not in ignore}, "teacher": teacher_sha})
     out = Path(cfg["out"]) / "students" / f"{method}-{key}"
     return distill(d, out=str(out), resume=True, progress=progress, latency=False)

@@ -86,7 +86,10 @@ def make_student(cfg: dict, num_classes: int, dataset: str, device: str):
     student = create_model(cfg["student"], num_classes, **cfg["student_kwargs"])
     stats, init = stats_for(dataset), None
     if cfg["student_init"]:
-        arch = cfg["student_init_arch"] or cfg["student"]
+        from kd2edge.teachers import TEACHERS
+
+        known = TEACHERS.get(str(cfg["student_init"]))  # e.g. cifar10-resnet20
+        arch = cfg["student_init_arch"] or (known[0] if known else cfg["student"])
         model, info = load_model(cfg["student_init"], arch, num_classes,
                                  cfg["student_kwargs"] if arch == cfg["student"] else None)
         if info["source"] == "torchscript":

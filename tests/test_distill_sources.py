@@ -101,7 +101,7 @@ def test_student_warm_start_keeps_its_weights_and_preprocessing(tmp_path, cifar1
     with pytest.raises(Kd2EdgeError, match="does not fit arch 'resnet8'"):
         distill({**TINY, "student_init": r20, "method": "ce", "out": str(tmp_path / "bad")})
     # a shallower student of the family takes the first blocks of each stage; another family cannot
-    r14 = distill({**cfg, "student": "resnet14", "student_init_arch": "resnet20", "out": str(tmp_path / "r14")})
+    r14 = distill({**cfg, "student": "resnet14", "student_init": "cifar10-resnet20", "out": str(tmp_path / "r14")})
     _, info14 = load_model(r14["checkpoint"])
     assert info14["provenance"]["student_init"]["tensors_copied"] == 80
     with pytest.raises(Kd2EdgeError, match="does not cover student mobilenetv2"):

@@ -17,32 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kd2edge.bench import bench  # noqa: E402
-from kd2edge.metrics import latency_stats  # noqa: E402
 from kd2edge.paths import write_json, write_text  # noqa: E402
 
 
 def torch_latency(checkpoint: str, threads: int, seconds: float, warmup: int = 20) -> dict:
-    """PyTorch eager batch-1 latency of a checkpoint on one real CIFAR-10 test image (same loop as bench)."""
-    import torch
-
-    from kd2edge.batches import normalize
+    """PyTorch eager batch-1 latency of a checkpoint (same timing loop as bench)."""
     from kd2edge.checkpoint import load_model
-    from kd2edge.data import load_dataset
+    from kd2edge.evaluate import torch_bench
 
-    model, info = load_model(checkpoint)
-    x = normalize(load_dataset("cifar10", "test", ROOT / "data").x[:1], info["preprocessing"])
-    torch.set_num_threads(threads)
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds or len(times) < 50:
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return {"artifact": f"PyTorch eager {info['arch']}", "runtime": f"torch {torch.__version__}",
-            "precision": "fp32", "threads": threads, **latency_stats(times)}
+    arch = load_model(checkpoint)[1]["arch"]
+    row = torch_bench(checkpoint, None, [threads], seconds=seconds, warmup=warmup)[0]
+    return {"artifact": f"PyTorch eager {arch}", "precision": "fp32", **row}
 
 
 def fmt(v, spec):

@@ -34,6 +34,29 @@ def predict(model, x_uint8: np.ndarray, preprocessing: dict, batch_size: int = 5
     return torch.cat(out).numpy()
 
 
+def torch_bench(checkpoint, arch: str | None, threads, runs: int | None = None, seconds: float | None = None,
+                warmup: int = 10) -> list[dict]:
+    """PyTorch eager batch-1 latency of a checkpoint at each thread count, timed by the same loop as the
+    exported artifacts (kd2edge.bench.time_runs): the same-process baseline that speed-up ratios divide by.
+    `threads`: a list of ints (None = torch's current setting)."""
+    from types import SimpleNamespace
+
+    from kd2edge.bench import time_runs
+
+    model, info = load_model(checkpoint, arch)
+    x = torch.randn(1, *info["preprocessing"]["input_size"], generator=torch.Generator().manual_seed(0))
+    before, rows = torch.get_num_threads(), []
+    try:
+        with torch.inference_mode():
+            for t in threads:
+                torch.set_num_threads(t or before)
+                rows.append({"threads": t or before, "runtime": f"torch {torch.__version__}",
+                             **time_runs(SimpleNamespace(run=model), x, runs, seconds, warmup)})
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
 @torch.no_grad()
 def torch_latency(model, input_size, runs: int = 100, warmup: int = 10, batch: int = 256,
                   throughput_runs: int = 3, on_step=None) -> dict:

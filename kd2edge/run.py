@@ -163,6 +163,7 @@ def _row_from_meta(meta: dict, folder: Path) -> dict:
 def run(cfg: dict, progress: bool = True) -> dict:
     """The whole pipeline; returns the report dict (also written as report.json next to report.md)."""
     from kd2edge.bench import bench
+    from kd2edge.evaluate import torch_bench
     from kd2edge.run_report import write_run_report
 
     out = Path(cfg["out"])
@@ -196,8 +197,11 @@ def run(cfg: dict, progress: bool = True) -> dict:
     b = cfg["bench"]
     benches = bench(ok, threads=b["threads"], runs=b["runs"], warmup=b["warmup"], out=out / "bench",
                     progress=progress) if ok else []
+    threads = b["threads"] if isinstance(b["threads"], list) else [b["threads"]]
+    eager = {label: torch_bench(m["checkpoint"], m.get("arch"), threads, b["runs"], None, b["warmup"])
+             for label, m in models.items()}  # the PyTorch baselines, timed right after, in this process
     timings["bench_s"] = time.time() - t0
-    return write_run_report(out, cfg, models, evals, exports, benches, timings)
+    return write_run_report(out, cfg, models, evals, exports, benches, eager, timings)
 
 
 def _known_arch(name: str) -> str | None:

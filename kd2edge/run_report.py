@@ -10,18 +10,33 @@ from kd2edge.paths import write_json
 from kd2edge.report import write_report
 
 SUMMARY_COLS = ["model", "arch", "params", "MACs", "top-1 (%)", "top-5 (%)", "precision (%)", "recall (%)",
-                "F1 (%)", "PyTorch b1 latency (ms)", "throughput (img/s)"]
+                "F1 (%)", "PyTorch b1 p50 (ms)", "throughput (img/s)"]
 DEPLOY_COLS = ["artifact", "target", "precision", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)",
                "agree student (%)", "Δ vs teacher (pt)", "agree teacher (%)", "threads", "p50 (ms)", "p90 (ms)",
                "speedup vs PyTorch teacher"]
 
 
-def summary_rows(evals: dict) -> list[list]:
+def summary_rows(evals: dict, eager_ms: dict) -> list[list]:
+    """`eager_ms[label]`: the model's PyTorch batch-1 p50 at the first bench thread count."""
     return [[label, e["arch"], e["params"], e["macs"], e["top1"], e["top5"], e["macro_precision"], e["macro_recall"],
-             e["macro_f1"], e.get("latency_ms_b1"), e.get("throughput_ips")] for label, e in evals.items()]
+             e["macro_f1"], eager_ms.get(label), e.get("throughput_ips")] for label, e in evals.items()]
 
 
-def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: float | None) -> list[list]:
+def eager_rows(models: dict, eager: dict, teacher_ms: dict) -> list[list]:
+    """The PyTorch models themselves, timed by the same loop right after the artifacts."""
+    rows = []
+    for label, runs in eager.items():
+        path = Path(models[label]["checkpoint"])
+        size = round(path.stat().st_size / 1024, 1) if path.is_file() else None
+        for r in runs:
+            speedup = teacher_ms.get(r["threads"]) / r["p50_ms"] if teacher_ms.get(r["threads"]) else None
+            rows.append([f"{label} (PyTorch)", "pytorch", "fp32", "ok", size, None, None, None, None, None,
+                         r["threads"], r["p50_ms"], r["p90_ms"], speedup])
+    return rows
+
+
+def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> list[list]:
+    """`teacher_ms[threads]`: the PyTorch teacher's batch-1 p50 at that thread count (same process, same loop)."""
     by_path = {}
     for b in benches:
         by_path.setdefault(os.path.normpath(b["path"]), []).append(b)
@@ -34,12 +49,13 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: float | No
         skipped = [b for b in runs if b.get("status") == "skipped"]  # e.g. CoreML off macOS
         runs = [b for b in runs if b.get("status") != "skipped"]
         if skipped:
-            head[3] = f"{e['status']}; not benched here: {skipped[0].get('note')}"
+            head[3] = f"{e['status']}; not benched here (see below)"
         if not runs:
             rows.append(head + [e.get("top1"), None, e.get("agreement"), None, None, None, None, None, None])
             continue
         for b in runs:
-            speedup = teacher_ms / b["p50_ms"] if teacher_ms and b.get("p50_ms") else None
+            t_ms = teacher_ms.get(b["threads"])
+            speedup = t_ms / b["p50_ms"] if t_ms and b.get("p50_ms") else None
             rows.append(head + [b.get("top1"), b.get("delta_student"), b.get("agree_student"), b.get("delta_teacher"),
                                 b.get("agree_teacher"), b["threads"], b["p50_ms"], b["p90_ms"], speedup])
     return rows
@@ -54,20 +70,22 @@ def _copy_png(src, dest: Path) -> str | None:
 
 
 def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: list[dict], benches: list[dict],
-                     timings: dict) -> dict:
+                     eager: dict, timings: dict) -> dict:
+    """`eager[label]`: torch_bench rows (one per bench thread count) of each PyTorch model."""
     from kd2edge.plots import scatter_png
 
     out = Path(out)
-    teacher_ms = evals.get("teacher", {}).get("latency_ms_b1")
-    summary = summary_rows(evals)
-    deploy = deploy_rows(exports, benches, teacher_ms)
-    points = [{"name": f"{label} (PyTorch)", "p50_ms": e.get("latency_ms_b1"), "top1": e["top1"]}
-              for label, e in evals.items()]
+    teacher_ms = {r["threads"]: r["p50_ms"] for r in eager.get("teacher", [])}
+    first = {label: runs[0] for label, runs in eager.items() if runs}
+    summary = summary_rows(evals, {label: r["p50_ms"] for label, r in first.items()})
+    deploy = eager_rows(models, eager, teacher_ms) + deploy_rows(exports, benches, teacher_ms)
     one_thread = min((b["threads"] for b in benches), default=None)
+    points = [{"name": f"{label} (PyTorch, {r['threads']} thread)", "p50_ms": r["p50_ms"], "top1": evals[label]["top1"]}
+              for label, runs in eager.items() for r in runs if r["threads"] == one_thread]
     points += [{"name": f"{Path(b['path']).name} ({b['threads']} thread)", "p50_ms": b.get("p50_ms"), "top1": b.get("top1")}
                for b in benches if b["threads"] == one_thread]
     plots = {"accuracy_vs_latency": "plots/accuracy_vs_latency.png"}
-    scatter_png(points, out / plots["accuracy_vs_latency"], title="Accuracy vs batch-1 latency (this machine; PyTorch at its default threads)")
+    scatter_png(points, out / plots["accuracy_vs_latency"], title="Accuracy vs batch-1 latency (this machine, 1 stream)")
     for label, m in models.items():
         slug = label.split(" ")[0] if label == "teacher" else label.replace(" ", "").replace("(", "-").replace(")", "")
         if m.get("run_dir"):
@@ -81,7 +99,7 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
     report = {"name": cfg["name"], "config": cfg, "summary": {"columns": SUMMARY_COLS, "rows": summary},
               "deployment": {"columns": DEPLOY_COLS, "rows": deploy}, "plots": plots, "timings_s": timings,
               "models": {k: {"checkpoint": str(v["checkpoint"]), "run_dir": v.get("run_dir")} for k, v in models.items()},
-              "exports": exports, "bench": benches}
+              "exports": exports, "bench": benches, "pytorch_bench": eager}
     d = cfg["distill"]
     budget = (f"student {cfg['student']}, method {d.get('method', 'kd')}, {d.get('epochs')} epochs"
               + (f" on the first {d['limit_train']} training images" if d.get("limit_train") else " on the full training set")
@@ -92,9 +110,12 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
                     f"Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."),
               ("h", "Models (PyTorch)"), ("table", SUMMARY_COLS, summary),
               ("h", "Deployment (every artifact, benchmarked on this machine at batch 1)"), ("table", DEPLOY_COLS, deploy),
-              ("p", "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the artifact's eval "
-                    "bundle; agree = top-1 agreement. Speedup = PyTorch teacher batch-1 latency / artifact p50."),
-              ("h", "Plots")]
+              ("p", "PyTorch rows: the checkpoints in eager mode, timed by the same loop in the same process right "
+                    "after the artifacts (top-1 in the table above; the summary's latency is their first thread count). "
+                    "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the artifact's eval "
+                    "bundle; agree = top-1 agreement. Speedup = PyTorch teacher p50 / row p50 at the same thread count.")]
+    notes = sorted({b.get("note") for b in benches if b.get("status") == "skipped" and b.get("note")})
+    blocks += [("p", f"Not benched here: {n}") for n in notes] + [("h", "Plots")]
     blocks += [("img", path, caption) for caption, path in plots.items()]
     failed = [e for e in exports if e["status"] != "ok"]
     if failed:

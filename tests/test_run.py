@@ -56,6 +56,11 @@ def test_report_tables_match_json(tiny_run):
     teacher = saved["summary"]["rows"][0]
     assert teacher[4] == pytest.approx(91.73, abs=0.01)  # resnet20 on the full test set
     assert all(r[3] == "ok" for r in saved["deployment"]["rows"]), saved["exports"]
+    rows = {(r[0], r[10]): r for r in saved["deployment"]["rows"]}  # (artifact, threads)
+    eager = rows[("teacher (PyTorch)", 1)]  # timed in the same process, same loop, same threads
+    assert eager[13] == pytest.approx(1.0) and eager[11] == saved["summary"]["rows"][0][9]
+    onnx = rows[("student-onnx", 1)]
+    assert onnx[13] == pytest.approx(eager[11] / onnx[11])
     assert "<table>" in (out / "report.html").read_text()
 
 
@@ -124,6 +129,6 @@ def test_deploy_rows_show_skipped_coreml_bench():
                 "top1": 90.0, "agreement": 100.0}]
     benches = [{"path": "x/s-coreml", "status": "skipped", "note": "CoreML artifacts run only on macOS",
                 "threads": 1, "p50_ms": None, "p90_ms": None}]
-    (row,) = deploy_rows(exports, benches, teacher_ms=8.0)
-    assert row[3] == "ok; not benched here: CoreML artifacts run only on macOS"
+    (row,) = deploy_rows(exports, benches, teacher_ms={1: 8.0})
+    assert row[3] == "ok; not benched here (see below)"
     assert row[5] == 90.0 and row[-3:] == [None, None, None]

@@ -153,3 +153,13 @@ def test_metrics_on_known_arrays():
     s = latency_stats([0.001, 0.002, 0.003, 0.004])
     assert s["runs"] == 4 and s["p50_ms"] == pytest.approx(2.5) and s["min_ms"] == pytest.approx(1.0)
     assert s["mean_ms"] == pytest.approx(2.5) and s["p90_ms"] == pytest.approx(3.7)
+
+
+def test_torch_bench_times_each_thread_count_and_restores_threads(teacher_path):
+    from kd2edge.evaluate import torch_bench
+
+    before = torch.get_num_threads()
+    rows = torch_bench(teacher_path("resnet20"), "resnet20", [1, 2], runs=4, warmup=1)
+    assert [r["threads"] for r in rows] == [1, 2] and all(r["runs"] == 4 for r in rows)
+    assert all(0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["max_ms"] for r in rows)
+    assert torch.get_num_threads() == before

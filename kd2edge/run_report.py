@@ -61,6 +61,17 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> l
     return rows
 
 
+def skipped_notes(benches: list[dict]) -> list[str]:
+    """One line per reason an artifact could not run here (e.g. CoreML off macOS), naming the artifacts once."""
+    skipped = {}  # reason (the note up to its first ':') -> artifact names
+    for b in benches:
+        if b.get("status") == "skipped" and b.get("note"):
+            names = skipped.setdefault(b["note"].split(":")[0], [])
+            names += [] if Path(b["path"]).name in names else [Path(b["path"]).name]
+    return [f"Not benched here: {', '.join(names)}. {reason}: copy them to a device that has the runtime and run "
+            "`kd2edge bench` there." for reason, names in skipped.items()]
+
+
 def _copy_png(src, dest: Path) -> str | None:
     if not src or not Path(src).exists():
         return None
@@ -114,8 +125,7 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
                     "after the artifacts (top-1 in the table above; the summary's latency is their first thread count). "
                     "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the artifact's eval "
                     "bundle; agree = top-1 agreement. Speedup = PyTorch teacher p50 / row p50 at the same thread count.")]
-    notes = sorted({b.get("note") for b in benches if b.get("status") == "skipped" and b.get("note")})
-    blocks += [("p", f"Not benched here: {n}") for n in notes] + [("h", "Plots")]
+    blocks += [("p", line) for line in skipped_notes(benches)] + [("h", "Plots")]
     blocks += [("img", path, caption) for caption, path in plots.items()]
     failed = [e for e in exports if e["status"] != "ok"]
     if failed:

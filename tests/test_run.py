@@ -132,3 +132,14 @@ def test_deploy_rows_show_skipped_coreml_bench():
     (row,) = deploy_rows(exports, benches, teacher_ms={1: 8.0})
     assert row[3] == "ok; not benched here (see below)"
     assert row[5] == 90.0 and row[-3:] == [None, None, None]
+
+
+def test_skipped_artifacts_are_named_once_per_reason():
+    from kd2edge.run_report import skipped_notes
+
+    note = "CoreML artifacts run only on macOS (not on linux): copy {} to a Mac"
+    benches = [{"path": f"x/{n}", "status": "skipped", "note": note.format(n), "threads": t}
+               for n in ("s-coreml", "t-coreml") for t in (1, 2)] + [{"path": "x/s-onnx", "status": "ok", "threads": 1}]
+    assert skipped_notes(benches) == [
+        "Not benched here: s-coreml, t-coreml. CoreML artifacts run only on macOS (not on linux): copy them to a "
+        "device that has the runtime and run `kd2edge bench` there."]

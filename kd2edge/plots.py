@@ -74,7 +74,12 @@ def scatter_png(points: list[dict], path, x="p50_ms", y="top1", label="name", ti
         ax.scatter(p[x], p[y], s=40, marker=markers[i % len(markers)], label=str(p[label]), alpha=0.85)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if logx:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.2, 0.5, 1, 2, 5 - not 2x10^-1
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -90,7 +90,8 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
     first = {label: runs[0] for label, runs in eager.items() if runs}
     summary = summary_rows(evals, {label: r["p50_ms"] for label, r in first.items()})
     deploy = eager_rows(models, eager, teacher_ms) + deploy_rows(exports, benches, teacher_ms)
-    one_thread = min((b["threads"] for b in benches), default=None)
+    counts = [b["threads"] for b in benches if b["threads"]] + [r["threads"] for rs in eager.values() for r in rs]
+    one_thread = min(counts, default=None)
     points = [{"name": f"{label} (PyTorch, {r['threads']} thread)", "p50_ms": r["p50_ms"], "top1": evals[label]["top1"]}
               for label, runs in eager.items() for r in runs if r["threads"] == one_thread]
     points += [{"name": f"{Path(b['path']).name} ({b['threads']} thread)", "p50_ms": b.get("p50_ms"), "top1": b.get("top1")}

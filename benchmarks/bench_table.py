@@ -20,16 +20,6 @@ from kd2edge.bench import bench  # noqa: E402
 from kd2edge.paths import write_json, write_text  # noqa: E402
 
 
-def torch_latency(checkpoint: str, threads: int, seconds: float, warmup: int = 20) -> dict:
-    """PyTorch eager batch-1 latency of a checkpoint (same timing loop as bench)."""
-    from kd2edge.checkpoint import load_model
-    from kd2edge.evaluate import torch_bench
-
-    arch = load_model(checkpoint)[1]["arch"]
-    row = torch_bench(checkpoint, None, [threads], seconds=seconds, warmup=warmup)[0]
-    return {"artifact": f"PyTorch eager {arch}", "precision": "fp32", **row}
-
-
 def fmt(v, spec):
     return "" if v is None else format(v, spec)
 
@@ -69,7 +59,10 @@ def main():
     out = ROOT / "benchmarks" / "results"
     t0 = time.time()
     load = {"start": os.getloadavg()}
-    baseline = {t: torch_latency(a.torch_teacher, t, a.seconds) for t in a.threads}
+    from kd2edge.evaluate import torch_bench
+
+    baseline = {r["threads"]: {"artifact": f"PyTorch eager {r['arch']}", "precision": "fp32", **r}
+                for r in torch_bench(a.torch_teacher, None, a.threads, seconds=a.seconds, warmup=20)}
     rows = bench([*a.student, *a.teacher], threads=a.threads, batch=1, seconds=a.seconds, warmup=20, out=out)
     load["end"] = os.getloadavg()
     teachers = {str(Path(p)) for p in a.teacher} | {str(Path(p).expanduser().resolve()) for p in a.teacher}

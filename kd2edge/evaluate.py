@@ -50,7 +50,7 @@ def torch_bench(checkpoint, arch: str | None, threads, runs: int | None = None, 
         with torch.inference_mode():
             for t in threads:
                 torch.set_num_threads(t or before)
-                rows.append({"threads": t or before, "runtime": f"torch {torch.__version__}",
+                rows.append({"arch": info["arch"], "threads": t or before, "runtime": f"torch {torch.__version__}",
                              **time_runs(SimpleNamespace(run=model), x, runs, seconds, warmup)})
     finally:
         torch.set_num_threads(before)

@@ -22,16 +22,20 @@ def summary_rows(evals: dict, eager_ms: dict) -> list[list]:
              e["macro_f1"], eager_ms.get(label), e.get("throughput_ips")] for label, e in evals.items()]
 
 
+def speedup(teacher_ms: dict, threads, p50_ms) -> float | None:
+    """PyTorch teacher p50 / row p50 at the same thread count (None when either is missing)."""
+    t_ms = teacher_ms.get(threads)
+    return t_ms / p50_ms if t_ms and p50_ms else None
+
+
 def eager_rows(models: dict, eager: dict, teacher_ms: dict) -> list[list]:
     """The PyTorch models themselves, timed by the same loop right after the artifacts."""
     rows = []
     for label, runs in eager.items():
         path = Path(models[label]["checkpoint"])
         size = round(path.stat().st_size / 1024, 1) if path.is_file() else None
-        for r in runs:
-            speedup = teacher_ms.get(r["threads"]) / r["p50_ms"] if teacher_ms.get(r["threads"]) else None
-            rows.append([f"{label} (PyTorch)", "pytorch", "fp32", "ok", size, None, None, None, None, None,
-                         r["threads"], r["p50_ms"], r["p90_ms"], speedup])
+        rows += [[f"{label} (PyTorch)", "pytorch", "fp32", "ok", size, None, None, None, None, None,
+                  r["threads"], r["p50_ms"], r["p90_ms"], speedup(teacher_ms, r["threads"], r["p50_ms"])] for r in runs]
     return rows
 
 
@@ -54,10 +58,9 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> l
             rows.append(head + [e.get("top1"), None, e.get("agreement"), None, None, None, None, None, None])
             continue
         for b in runs:
-            t_ms = teacher_ms.get(b["threads"])
-            speedup = t_ms / b["p50_ms"] if t_ms and b.get("p50_ms") else None
             rows.append(head + [b.get("top1"), b.get("delta_student"), b.get("agree_student"), b.get("delta_teacher"),
-                                b.get("agree_teacher"), b["threads"], b["p50_ms"], b["p90_ms"], speedup])
+                                b.get("agree_teacher"), b["threads"], b["p50_ms"], b["p90_ms"],
+                                speedup(teacher_ms, b["threads"], b.get("p50_ms"))])
     return rows
 
 
@@ -67,7 +70,8 @@ def skipped_notes(benches: list[dict]) -> list[str]:
     for b in benches:
         if b.get("status") == "skipped" and b.get("note"):
             names = skipped.setdefault(b["note"].split(":")[0], [])
-            names += [] if Path(b["path"]).name in names else [Path(b["path"]).name]
+            if Path(b["path"]).name not in names:
+                names.append(Path(b["path"]).name)
     return [f"Not benched here: {', '.join(names)}. {reason}: copy them to a device that has the runtime and run "
             "`kd2edge bench` there." for reason, names in skipped.items()]
 
@@ -87,8 +91,7 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
 
     out = Path(out)
     teacher_ms = {r["threads"]: r["p50_ms"] for r in eager.get("teacher", [])}
-    first = {label: runs[0] for label, runs in eager.items() if runs}
-    summary = summary_rows(evals, {label: r["p50_ms"] for label, r in first.items()})
+    summary = summary_rows(evals, {label: runs[0]["p50_ms"] for label, runs in eager.items() if runs})
     deploy = eager_rows(models, eager, teacher_ms) + deploy_rows(exports, benches, teacher_ms)
     counts = [b["threads"] for b in benches if b["threads"]] + [r["threads"] for rs in eager.values() for r in rs]
     one_thread = min(counts, default=None)

@@ -17,5 +17,5 @@ fi
 for d in cifar10 cifar100; do
   if [ -d "$SHARED/weights/$d" ] && [ ! -e "models/$d" ]; then ln -s "$(cd "$SHARED/weights/$d" && pwd)" "models/$d"; fi
 done
-.venv/bin/python -m kd2edge.teachers fetch cifar10-resnet56 >/dev/null
+.venv/bin/python -m kd2edge.pretrained fetch cifar10-resnet56 >/dev/null
 echo "setup done: .venv, data/cifar-10-batches-py, models/"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kd2edge.bench import bench  # noqa: E402
-from kd2edge.paths import write_json, write_text  # noqa: E402
+from kd2edge.files import write_json, write_text  # noqa: E402
 
 
 def fmt(v, spec):

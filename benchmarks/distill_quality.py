@@ -35,7 +35,7 @@ METHOD_CFG = {  # shared settings per method; everything else is the same for al
 
 def main():
     from kd2edge.distill import distill
-    from kd2edge.paths import write_json
+    from kd2edge.files import write_json
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", nargs="+", default=["ce", "kd", "dkd", "hybrid"], choices=list(METHOD_CFG))
@@ -92,7 +92,7 @@ def main():
 
 
 def summarize(methods, runs, budget, out):
-    from kd2edge.paths import write_text
+    from kd2edge.files import write_text
 
     rows = ["| method | seeds | top-1 mean (%) | spread (min-max) | std | macro F1 mean | wall s per run |",
             "|---|---|---:|---:|---:|---:|---:|"]

@@ -101,8 +101,8 @@ def csv_rows(path):
 
 def build_cache(n, cache_dir, views_per_image=8, bf16=False) -> dict:
     from kd2edge.data import load_dataset
-    from kd2edge.teacher_cache import TeacherCache
-    from kd2edge.teacher_sources import load_teacher
+    from kd2edge.distill.teacher_cache import TeacherCache
+    from kd2edge.distill.teacher import load_teacher
 
     train = load_dataset("cifar10", "train", ROOT / "data")
     teacher = load_teacher(TEACHER, "resnet56", bf16=bf16)
@@ -126,7 +126,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_speed.json"))
     ap.add_argument("--cache-dir", help="reuse a teacher cache built before (its build cost is then not re-measured)")
     a = ap.parse_args()
-    from kd2edge.paths import write_json
+    from kd2edge.files import write_json
 
     work = Path(tempfile.mkdtemp(prefix="kd2edge-speed-"))
     if a.cache_dir:

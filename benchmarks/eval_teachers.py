@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. -1thread")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from kd2edge.paths import write_json, write_text
+    from kd2edge.files import write_json, write_text
 
     rows, t_all = [], time.perf_counter()
     for arch, fname in TEACHERS.items():

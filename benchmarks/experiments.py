@@ -99,7 +99,7 @@ def run_config(name: str, seed: int, budget_name: str, runs_dir: Path) -> dict:
     cfg = {**BUDGETS[budget_name], **load_run_config(name), "seed": seed, "latency": False, "resume": True,
            "data_dir": str(ROOT / "data"), "out": str(runs_dir / f"{name}-s{seed}")}
     if name in SAME_STEPS:
-        from kd2edge.training import steps_per_epoch
+        from kd2edge.distill.loop import steps_per_epoch
 
         ref = {**BUDGETS[budget_name], **load_run_config(SAME_STEPS[name])}
         n = ref["limit_train"] or 50000
@@ -111,7 +111,7 @@ def run_config(name: str, seed: int, budget_name: str, runs_dir: Path) -> dict:
 
 def run_one(name: str, seed: int, budget_name: str, results: Path, runs_dir: Path) -> dict | None:
     from kd2edge.distill import distill
-    from kd2edge.paths import write_json
+    from kd2edge.files import write_json
 
     path = results / f"{name}-s{seed}.json"
     cfg = run_config(name, seed, budget_name, runs_dir)
@@ -145,7 +145,7 @@ def measure_latency(results: Path, budget_name: str, runs_dir: Path, runs: int =
 
     from kd2edge.checkpoint import load_model
     from kd2edge.evaluate import model_cost, torch_latency
-    from kd2edge.paths import write_json
+    from kd2edge.files import write_json
 
     path = results / "1_latency.json"
     if path.exists():
@@ -183,7 +183,7 @@ def stats(values: list[float]) -> str:
 
 
 def report(results: Path, budget_name: str) -> str:
-    from kd2edge.paths import write_text
+    from kd2edge.files import write_text
 
     recs = {}
     for p in sorted(results.glob("*-s*.json")):

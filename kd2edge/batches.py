@@ -44,10 +44,6 @@ def decode_views(view: torch.Tensor, pad: int = 4):
     return view // (side * side), (view // side) % side - pad, view % side - pad
 
 
-def random_views(n: int, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    return torch.randint(0, num_views(pad, flip), (n,), generator=generator)
-
-
 def apply_views(x: torch.Tensor, view: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Translate each NHWC uint8 image by its (dy, dx) with zero padding, then flip it if asked."""
     if pad == 0 and not bool((view > 0).any()):

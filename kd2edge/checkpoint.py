@@ -19,7 +19,8 @@ from torch import nn
 
 from kd2edge import Kd2EdgeError, __version__
 from kd2edge.data import STATS
-from kd2edge.paths import atomic_write, resolve_file, sha256
+from kd2edge.files import atomic_write, sha256
+from kd2edge.locations import resolve_file
 from kd2edge.zoo import create_model
 
 FORMAT = "kd2edge.checkpoint"
@@ -62,20 +63,6 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, arch_kwargs: dict | No
     }
     ckpt.update(extra or {})
     return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
-
-
-def save_torchscript(path, model: nn.Module, *, arch: str, classes: list[str], preprocess: dict) -> Path:
-    """Trace `model` to TorchScript with its description (arch, classes, preprocessing) stored inside,
-    so `load_model` / `kd2edge eval` need no flags for it."""
-    example = torch.zeros(1, *preprocess.get("input_size", (3, 32, 32)))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still what many tools load
-        traced = torch.jit.trace(model.eval(), example)
-    meta = json.dumps(_plain({"arch": arch, "num_classes": len(classes), "classes": list(classes),
-                              "preprocessing": preprocess, "provenance": {"versions": versions()}}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return atomic_write(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files={TORCHSCRIPT_META: meta}))
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -142,13 +129,13 @@ def load_state_strict(model: nn.Module, state: dict, arch: str, path) -> None:
 
 def load_model(path, arch: str | None = None, num_classes: int | None = None,
                arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
-    """Load a native, foreign (needs `arch`) or TorchScript checkpoint, or a known teacher by name
-    (`cifar10-resnet56`, see kd2edge.teachers). Returns (model in eval mode, info)."""
-    from kd2edge.teachers import TEACHERS, fetch
+    """Load a native, foreign (needs `arch`) or TorchScript checkpoint, or a known pretrained one by name
+    (`cifar10-resnet56`, see kd2edge.pretrained; never downloaded here). Returns (model in eval mode, info)."""
+    from kd2edge.pretrained import arch_of, path_of
 
-    if str(path) in TEACHERS:
-        arch = arch or TEACHERS[str(path)][0]
-        path = fetch(str(path))
+    if arch_of(path):
+        arch = arch or arch_of(path)
+        path = path_of(str(path))
     path = resolve_file(path)
     if not path.is_file():
         raise Kd2EdgeError(f"{path} is a folder, not a checkpoint file (.pt/.pth/.th or TorchScript)")

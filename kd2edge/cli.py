@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kd2edge import Kd2EdgeError, __version__
-from kd2edge.report import fmt
+from kd2edge.artifact import TARGET_RUNTIME
+from kd2edge.render import fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill a compact CNN, export it to ONNX/CoreML/TFLite, benchmark it on the device.")
@@ -61,39 +61,6 @@ def zoo(as_json: AsJson = False,
                            r["macs"]] for r in rows]))
 
 
-@contextmanager
-def _progress_bars(delay: float = 0.5):
-    """progress(phase, total) -> advance(n). The rich bars (on stderr) appear only once work has taken
-    longer than `delay` seconds, so quick runs stay quiet."""
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                    transient=True)
-    t0 = time.perf_counter()
-
-    def progress(phase: str, total: int):
-        task = bars.add_task(phase, total=total, rate="")
-        unit = "img" if phase == "predict" else "runs"
-
-        def advance(n: int):
-            bars.advance(task, n)
-            speed = bars.tasks[task].speed
-            bars.update(task, rate=f"{speed:,.0f} {unit}/s" if speed else "")
-            if not bars.live.is_started and time.perf_counter() - t0 > delay:
-                bars.start()
-
-        return advance
-
-    try:
-        yield progress
-    finally:
-        if bars.live.is_started:
-            bars.stop()
-
-
 @app.command("eval")
 def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with --arch) or TorchScript checkpoint, "
                                                          "or a known teacher name such as cifar10-resnet56.")],
@@ -115,11 +82,12 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
           as_json: AsJson = False):
     """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate
+    from kd2edge.progress import progress_bars
 
     if out is None:
         ds_name = Path(dataset).stem if dataset else "auto"
         out = Path("runs") / "eval" / f"{Path(checkpoint).stem}-{ds_name}-{split.value}"
-    with _progress_bars() as progress:
+    with progress_bars(delay=0.5) as progress:  # bars only once work takes longer than half a second
         r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
                      latency=latency, num_classes=num_classes, progress=progress, threads=threads,
                      download=download)
@@ -139,44 +107,48 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
     console.print(f"wrote {out}/eval.json, eval_confusion.csv, eval_confusion.png", highlight=False)
 
 
-# --- distill: kd2edge/distill.py owns this command ---
+# --- distill: kd2edge/distill/ owns this command ---
+# The choices of the registries (kd2edge.distill.methods.METHODS, distill.schedules.LR_SCHEDULES,
+# distill.loop.OPTIMIZERS), written out here so that importing the CLI imports no torch;
+# tests/test_cli_registries.py checks they agree.
+Method = Enum("Method", {k: k for k in ("ce", "kd", "dkd", "hybrid")}, type=str)
+Schedule = Enum("Schedule", {k: k for k in ("constant", "cosine", "onecycle", "step")}, type=str)
+Optimizer = Enum("Optimizer", {k: k for k in ("sgd", "adamw")}, type=str)
+
+
+def _value(choice):
+    return choice.value if isinstance(choice, Enum) else choice
+
+
 @app.command()
-def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of distill keys; flags override it.")] = None,
+def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAML file of distill keys (any key of kd2edge.distill.config.DEFAULTS); --set and flags override it.")] = None,
+            set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any distill key: --set T=2 --set labeled_fraction=0.05 (repeatable).")] = None,
             teacher: Annotated[Optional[str], typer.Option(help="Teacher: checkpoint, known name (cifar10-resnet56), TorchScript or .onnx.")] = None,
             teacher_arch: Annotated[Optional[str], typer.Option(help="Architecture of a foreign teacher checkpoint.")] = None,
             student: Annotated[Optional[str], typer.Option(help="Student arch from `kd2edge zoo`.")] = None,
             student_init: Annotated[Optional[str], typer.Option(help="Warm-start the student from this checkpoint (its arch or a deeper one of the family).")] = None,
-            student_init_arch: Annotated[Optional[str], typer.Option(help="Arch of a foreign --student-init checkpoint (default: the student's).")] = None,
-            method: Annotated[Optional[str], typer.Option(help="ce, kd, dkd or hybrid.")] = None,
+            method: Annotated[Optional[Method], typer.Option(help="Distillation method (ce: hard labels only).")] = None,
             epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
-            optimizer: Annotated[Optional[str], typer.Option(help="sgd or adamw.")] = None,
-            schedule: Annotated[Optional[str], typer.Option(help="onecycle, cosine, step or constant.")] = None,
-            temperature: Annotated[Optional[float], typer.Option("--T", help="Constant temperature (schedules: YAML).")] = None,
-            alpha: Annotated[Optional[float], typer.Option(help="Constant KD weight (schedules: YAML).")] = None,
+            optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer.")] = None,
+            schedule: Annotated[Optional[Schedule], typer.Option(help="Learning-rate schedule.")] = None,
             dataset: Annotated[Optional[str], typer.Option(help="cifar10, cifar100, an image folder or an .npz.")] = None,
             data_dir: DataDir = None,
             limit_train: Annotated[Optional[int], typer.Option(help="Only the first N training images.")] = None,
-            labeled_fraction: Annotated[Optional[float], typer.Option(help="CE only on this fraction; KD on all.")] = None,
-            unlabeled: Annotated[Optional[str], typer.Option(help="Extra unlabeled images (dataset name or path) for KD.")] = None,
-            adapt: Annotated[Optional[str], typer.Option(help="'probe': linear probe for a teacher with other classes.")] = None,
             seed: Optional[int] = None,
             out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/distill/<student>-<method>-<data>-s<seed>).")] = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
             overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
-            no_cache: Annotated[bool, typer.Option("--no-cache", help="Run the teacher live on every batch.")] = False,
             as_json: AsJson = False):
     """Distill a student from a teacher (or train the hard-label baseline with --method ce)."""
-    from kd2edge.distill import distill as run_distill, load_config_file
+    from kd2edge.distill import distill as run_distill
+    from kd2edge.distill.config import apply_sets, load_config_file
 
-    base = load_config_file(config) if config else {}
+    base = apply_sets(load_config_file(config) if config else {}, set_ or [])
     flags = {"teacher": teacher, "teacher_arch": teacher_arch, "student": student, "student_init": student_init,
-             "student_init_arch": student_init_arch,
-             "method": method, "epochs": epochs,
-             "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule, "T": temperature,
-             "alpha": alpha, "dataset": dataset, "data_dir": str(data_dir) if data_dir else None,
-             "limit_train": limit_train, "labeled_fraction": labeled_fraction, "unlabeled": unlabeled, "adapt": adapt,
-             "seed": seed, "out": str(out) if out else None, "resume": resume or None,
-             "overwrite": overwrite or None, "cache": False if no_cache else None}
+             "method": _value(method), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "optimizer": _value(optimizer), "schedule": _value(schedule), "dataset": dataset,
+             "data_dir": str(data_dir) if data_dir else None, "limit_train": limit_train, "seed": seed,
+             "out": str(out) if out else None, "resume": resume or None, "overwrite": overwrite or None}
     r = run_distill(base, **flags)
     if not r["metrics"]:  # a non-zero rank of a torchrun job: rank 0 reports
         return
@@ -196,17 +168,9 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
     console.print(f"wrote {r['checkpoint']} and {r['run_dir']}/summary.md")
 
 
-# --- export: kd2edge/export.py owns this command ---
+# --- export: kd2edge/export/ owns this command ---
 
-def _target_choices():
-    import enum
-
-    from kd2edge.targets import ALL, TARGETS
-
-    return enum.Enum("Target", {k: k for k in [*TARGETS, ALL]}, type=str)
-
-
-TargetChoice = _target_choices()
+TargetChoice = Enum("Target", {k: k for k in [*TARGET_RUNTIME, "all"]}, type=str)  # the artifact contract's targets
 
 
 @app.command("export")
@@ -244,7 +208,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
         raise typer.Exit(1)
 
 
-# --- bench: kd2edge/bench.py owns this command ---
+# --- bench: kd2edge/bench/ (torch-free) owns this command ---
 
 @app.command("bench")
 def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artifact folders (meta.json + model + eval.npz).")] = None,
@@ -259,10 +223,10 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
            out: Annotated[Path, typer.Option(help="Folder for bench-*.json, bench.csv and bench.png.")] = Path("benchmarks/results"),
            as_json: AsJson = False):
     """Latency, top-1 and drift vs the PyTorch student/teacher of exported artifacts, on this device (no torch)."""
-    from kd2edge.bench_report import table_rows
+    from kd2edge.bench.reports import table_rows
 
     if import_file is not None:
-        from kd2edge.benchmark_model import import_log
+        from kd2edge.bench.log_import import import_log
 
         rows = [import_log(import_file, artifact=artifacts[0] if artifacts else None, device_name=device_name, out=out)]
     else:
@@ -291,7 +255,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
         out: Annotated[Optional[Path], typer.Option(help="Report folder (default reports/<name>).")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Override distill.epochs.")] = None,
         limit_train: Annotated[Optional[int], typer.Option(help="Override distill.limit_train.")] = None,
-        target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Override export.targets; repeatable.")] = None,
+        target: Annotated[Optional[list[TargetChoice]], typer.Option("--target", "-t", help="Override export.targets; repeatable.")] = None,
         int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Override export.int8.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any key: --set distill.T=2 (repeatable).")] = None,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True):
@@ -300,13 +264,15 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
 
     cfg = load_config(config, {"out": str(out) if out else None, "distill.epochs": epochs,
                                "distill.limit_train": limit_train,
-                               "export.targets": target or None, "export.int8": int8},
+                               "export.targets": [t.value for t in target] if target else None, "export.int8": int8},
                       set_ or [])
     report = run_pipeline(cfg, progress=progress)
-    for key, title, cols in (("summary", "models (PyTorch, test set)", [0, 2, 4, 8, 9]),
-                             ("deployment", "deployment (batch 1, this machine)", [0, 3, 4, 5, 6, 8, 10, 11, 13])):
-        table = report[key]
-        console.print(_table(title, [table["columns"][i] for i in cols], [[r[i] for i in cols] for r in table["rows"]]))
+    for key, title, cols in (("summary", "models (PyTorch, test set)",
+                              ["model", "params", "top-1 (%)", "F1 (%)", "PyTorch b1 p50 (ms)"]),
+                             ("deployment", "deployment (batch 1, this machine)",
+                              ["artifact", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)", "Δ vs teacher (pt)",
+                               "threads", "p50 (ms)", "speedup vs PyTorch teacher"])):
+        console.print(_table(title, cols, [[r[c] for c in cols] for r in report[key]["rows"]]))
     console.print(f"report: {report['report_md']} and {report['report_html']}")
 
 

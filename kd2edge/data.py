@@ -2,7 +2,7 @@
 
 Sources (`load_dataset(source, split)`):
 - `cifar10`, `cifar100`: the standard python layout (`cifar-10-batches-py/`, `cifar-100-python/`) under
-  the data location (see `kd2edge.paths`); downloaded with torchvision's downloader when missing and
+  the data location (see `kd2edge.locations`); downloaded with torchvision's downloader when missing and
   `download=True` (needs internet).
 - a folder in ImageFolder layout: `root/train/<class>/*.png|jpg`, `root/test/<class>/...`.
 - an `.npz` file with `x` (uint8 N,H,W,C) and `y` (and optional `classes`).
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kd2edge import Kd2EdgeError
-from kd2edge.paths import location
+from kd2edge.locations import location
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

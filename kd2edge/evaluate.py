@@ -11,10 +11,11 @@ import torch
 
 from kd2edge import Kd2EdgeError
 from kd2edge.batches import normalize
-from kd2edge.checkpoint import load_model
+from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
 from kd2edge.data import Dataset, load_dataset
 from kd2edge.metrics import classification_report
-from kd2edge.paths import write_json, write_text
+from kd2edge.pretrained import arch_of, fetch
+from kd2edge.files import write_json, write_text
 from kd2edge.zoo import count_macs, count_params
 
 
@@ -37,11 +38,9 @@ def predict(model, x_uint8: np.ndarray, preprocessing: dict, batch_size: int = 5
 def torch_bench(checkpoint, arch: str | None, threads, runs: int | None = None, seconds: float | None = None,
                 warmup: int = 10) -> list[dict]:
     """PyTorch eager batch-1 latency of a checkpoint at each thread count, timed by the same loop as the
-    exported artifacts (kd2edge.bench.time_runs): the same-process baseline that speed-up ratios divide by.
+    exported artifacts (kd2edge.timing.time_runs): the same-process baseline that speed-up ratios divide by.
     `threads`: a list of ints (None = torch's current setting)."""
-    from types import SimpleNamespace
-
-    from kd2edge.bench import time_runs
+    from kd2edge.timing import time_runs
 
     model, info = load_model(checkpoint, arch)
     x = torch.randn(1, *info["preprocessing"]["input_size"], generator=torch.Generator().manual_seed(0))
@@ -51,7 +50,7 @@ def torch_bench(checkpoint, arch: str | None, threads, runs: int | None = None, 
             for t in threads:
                 torch.set_num_threads(t or before)
                 rows.append({"arch": info["arch"], "threads": t or before, "runtime": f"torch {torch.__version__}",
-                             **time_runs(SimpleNamespace(run=model), x, runs, seconds, warmup)})
+                             **time_runs(model, x, runs, seconds, warmup)})
     finally:
         torch.set_num_threads(before)
     return rows
@@ -109,14 +108,14 @@ def check_classes(model_classes: int, ds: Dataset, what: str = "model") -> None:
 
 def _dataset_name(info: dict) -> str:
     """The dataset a checkpoint was made for: its provenance, a known teacher's, else cifar10."""
-    from kd2edge.teachers import TEACHERS
+    from kd2edge.pretrained import PRETRAINED
 
     ds = (info.get("provenance") or {}).get("dataset")
     if isinstance(ds, dict):
         ds = ds.get("name") or ds.get("source")
     if ds:
         return str(ds)
-    for _, (arch, name, rel, _url) in TEACHERS.items():
+    for _, (arch, name, rel, _url) in PRETRAINED.items():
         if Path(info.get("path", "")).name == Path(rel).name:
             return name
     return "cifar10"
@@ -143,8 +142,9 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
              data_dir=None, out=None, limit: int | None = None, batch_size: int = 500,
              latency: bool = True, num_classes: int | None = None, progress=None, threads: int | None = None,
              download: bool = False) -> dict:
-    """Evaluate a checkpoint on a dataset split. `progress(phase, total)` may return a callback(n) that
-    advances a progress bar (see kd2edge.cli). `threads` sets torch's CPU threads for the whole run."""
+    """Evaluate a checkpoint on a dataset split. `progress`: progress bars (kd2edge.progress) or None.
+    `threads` sets torch's CPU threads for the whole run. `download`: fetch a missing CIFAR dataset or known
+    pretrained checkpoint (needs internet)."""
     if batch_size < 1:
         raise Kd2EdgeError(f"--batch-size must be at least 1, got {batch_size}")
     if threads is not None:
@@ -157,13 +157,15 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
                             num_classes, progress, download=download)
         finally:
             torch.set_num_threads(before)
+    if download and arch_of(checkpoint):
+        fetch(str(checkpoint))
     model, info = load_model(checkpoint, arch, num_classes)
     dataset = dataset or _dataset_name(info)
     prep = info.get("preprocessing")
     size = tuple(prep["input_size"][1:]) if info["source"] == "native" and prep and prep.get("input_size") else None
     ds = load_dataset(dataset, split, data_dir, download=download, limit=limit, size=size)
     if prep is None:  # TorchScript without kd2edge metadata: ImageNet statistics, like the foreign teachers
-        prep = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        prep = dict(FOREIGN_PREPROCESSING)
     if info["source"] != "native" or not prep.get("input_size"):  # foreign nets take the dataset's size
         prep = {**prep, "input_size": [3, *ds.x.shape[1:3]]}
     elif size and tuple(ds.x.shape[1:3]) != size:
@@ -174,7 +176,7 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
     if expected:
         check_classes(int(expected), ds, what)
     ds = match_classes(ds, info.get("classes"), what)
-    step = progress("predict", len(ds)) if progress else None
+    step = progress.task("predict", len(ds), unit="img").advance if progress else None
     logits = predict(model, ds.x, prep, batch_size, on_batch=step)
     check_classes(logits.shape[1], ds, what)
     report = classification_report(logits, ds.y, ds.classes)
@@ -184,7 +186,7 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
               **model_cost(model, input_size), "input_size": list(input_size)}
     if latency:
         runs, throughput_runs = 100, 3
-        step = progress("latency", runs + throughput_runs) if progress else None
+        step = progress.task("latency", runs + throughput_runs, unit="runs").advance if progress else None
         result.update(torch_latency(model, input_size, runs=runs, throughput_runs=throughput_runs, on_step=step))
     if out is not None:
         write_outputs(result, Path(out))

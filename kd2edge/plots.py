@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from kd2edge import require
-from kd2edge.paths import atomic_write
+from kd2edge.files import atomic_write
 
 
 def _pyplot():

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from kd2edge import Kd2EdgeError
-from kd2edge.paths import sha256, write_json
+from kd2edge.files import sha256, write_json
+from kd2edge.pretrained import arch_of
 
 DEFAULTS = {
     "name": "run", "out": None, "teacher": "cifar10-resnet56", "teacher_arch": None, "dataset": "cifar10",
@@ -65,7 +66,7 @@ def set_override(cfg: dict, assignment: str) -> None:
 
 
 def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> dict:
-    from kd2edge.paths import read_yaml_mapping
+    from kd2edge.files import read_yaml_mapping
 
     data = read_yaml_mapping(path, " (see benchmarks/configs/ for examples)")
     cfg = merge(DEFAULTS, data)
@@ -85,12 +86,12 @@ def _key(obj) -> str:
 
 
 def _teacher_file(cfg: dict) -> tuple[str, str]:
-    """(path, sha256) of the teacher."""
-    from kd2edge.paths import resolve_file
-    from kd2edge.teachers import TEACHERS, fetch
+    """(path, sha256) of the teacher (a known name is fetched when missing, like setup.sh does)."""
+    from kd2edge.locations import resolve_file
+    from kd2edge.pretrained import fetch
 
     t = cfg["teacher"]
-    path = fetch(t) if t in TEACHERS else resolve_file(t)
+    path = fetch(t) if arch_of(t) else resolve_file(t)
     return str(path), sha256(path)
 
 
@@ -98,7 +99,7 @@ def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progre
     from kd2edge.distill import distill, resolve_config
 
     d = {**cfg["distill"], "method": method, "teacher": teacher,
-         "teacher_arch": cfg["teacher_arch"] or _known_arch(cfg["teacher"]),
+         "teacher_arch": cfg["teacher_arch"] or arch_of(cfg["teacher"]),
          "student": cfg["student"], "student_kwargs": cfg["student_kwargs"], "dataset": cfg["dataset"],
          "data_dir": cfg["data_dir"], "seed": cfg["seed"]}
     if method == "ce":
@@ -121,41 +122,39 @@ def evaluate_cached(checkpoint: str, arch: str | None, cfg: dict, cache: Path) -
 
 
 def export_cached(checkpoint: str, arch: str | None, name: str, cfg: dict, out: Path, progress: bool) -> list[dict]:
-    """Export the missing (target, precision) artifacts; reuse folders whose meta.json matches."""
-    from kd2edge.export import artifact_name, export, precisions_for
-    from kd2edge.targets import expand
+    """Reuse artifact folders whose meta.json records this checkpoint and these settings; export the missing
+    (target, precision) pairs in ONE export call (checkpoint and data loaded once)."""
+    from kd2edge.artifact import folder_name, read_meta
+    from kd2edge.export import export
+    from kd2edge.export.targets import plan
 
     e = cfg["export"]
     digest = sha256(checkpoint)
     settings = {"calib_images": e["calib_images"], "eval_images": e["eval_images"]}
-    rows = []
-    for target in expand(e["targets"]):
-        for precision in precisions_for(target, e["int8"]):
-            folder = out / artifact_name(name, target, precision)
-            meta_path = folder / "meta.json"
-            if meta_path.exists():
-                meta = json.loads(meta_path.read_text())
-                if meta["source"]["sha256"] == digest and meta.get("run_settings") == settings:
-                    rows.append(_row_from_meta(meta, folder))
-                    continue
-            new = export(checkpoint, [target], e["int8"], arch, out, e["calib_images"], e["eval_images"],
-                         e["max_drop"], precisions=[precision], dataset=cfg["dataset"], data_dir=cfg["data_dir"],
-                         name=name, command=f"kd2edge run ({cfg['name']})", progress=progress)
-            for r in new:
-                if r["status"] == "ok":
-                    meta = json.loads((Path(r["path"]) / "meta.json").read_text())
-                    meta["run_settings"] = settings
-                    write_json(Path(r["path"]) / "meta.json", meta)
-            rows += new
-    return rows
+    rows, todo = {}, []
+    for target, precision in plan(e["targets"], e["int8"]):
+        folder = out / folder_name(name, target, precision)
+        meta = read_meta(folder)
+        if meta and meta["source"]["sha256"] == digest and meta.get("run_settings") == settings:
+            rows[(target, precision)] = _row_from_meta(meta, folder)
+        else:
+            todo.append((target, precision))
+            rows[(target, precision)] = None
+    if todo:
+        new = export(checkpoint, arch=arch, out=out, calib_images=e["calib_images"], eval_images=e["eval_images"],
+                     max_drop=e["max_drop"], dataset=cfg["dataset"], data_dir=cfg["data_dir"], name=name,
+                     command=f"kd2edge run ({cfg['name']})", progress=progress, plan=todo,
+                     extra_meta={"run_settings": settings})
+        rows.update({(r["target"], r["precision"]): r for r in new})
+    return list(rows.values())
 
 
 def _row_from_meta(meta: dict, folder: Path) -> dict:
-    from kd2edge.export import _size
+    from kd2edge.artifact import model_size
 
     p = meta["parity"]
     return {"target": meta["target"], "precision": meta["precision"], "status": "ok", "reason": None,
-            "path": str(folder), "size": _size(folder / meta["model_file"]), "top1": p["top1"], "drop": p["drop"],
+            "path": str(folder), "size": model_size(folder / meta["model_file"]), "top1": p["top1"], "drop": p["drop"],
             "agreement": p["agreement"], "max_abs_logit_diff": p["max_abs_logit_diff"], "sqnr": p.get("sqnr_db"),
             "reused": True}
 
@@ -172,7 +171,7 @@ def run(cfg: dict, progress: bool = True) -> dict:
     timings = {}
     t0 = time.time()
     teacher, teacher_sha = _teacher_file(cfg)
-    models = {"teacher": {"checkpoint": teacher, "arch": cfg["teacher_arch"] or _known_arch(cfg["teacher"]),
+    models = {"teacher": {"checkpoint": teacher, "arch": cfg["teacher_arch"] or arch_of(cfg["teacher"]),
                           "run_dir": None}}
     method = cfg["distill"].get("method", "kd")
     if cfg["baseline"] and method != "ce":
@@ -187,7 +186,8 @@ def run(cfg: dict, progress: bool = True) -> dict:
     timings["eval_s"] = time.time() - t0
 
     t0 = time.time()
-    exports = export_cached(models[f"student ({method})"]["checkpoint"], None, "student", cfg, out / "exports", progress)
+    exports = export_cached(models[f"student ({method})"]["checkpoint"], None, "student", cfg, out / "exports",
+                            progress)
     if cfg["export"]["teacher"]:
         exports += export_cached(teacher, models["teacher"]["arch"], "teacher", cfg, out / "exports", progress)
     timings["export_s"] = time.time() - t0
@@ -202,9 +202,3 @@ def run(cfg: dict, progress: bool = True) -> dict:
              for label, m in models.items()}  # the PyTorch baselines, timed right after, in this process
     timings["bench_s"] = time.time() - t0
     return write_run_report(out, cfg, models, evals, exports, benches, eager, timings)
-
-
-def _known_arch(name: str) -> str | None:
-    from kd2edge.teachers import TEACHERS
-
-    return TEACHERS[name][0] if name in TEACHERS else None

@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from kd2edge.paths import write_json
-from kd2edge.report import write_report
+from kd2edge.files import write_json
+from kd2edge.render import write_report
 
 SUMMARY_COLS = ["model", "arch", "params", "MACs", "top-1 (%)", "top-5 (%)", "precision (%)", "recall (%)",
                 "F1 (%)", "PyTorch b1 p50 (ms)", "throughput (img/s)"]
@@ -16,10 +16,12 @@ DEPLOY_COLS = ["artifact", "target", "precision", "status", "size (KB)", "top-1 
                "speedup vs PyTorch teacher"]
 
 
-def summary_rows(evals: dict, eager_ms: dict) -> list[list]:
+def summary_rows(evals: dict, eager_ms: dict) -> list[dict]:
     """`eager_ms[label]`: the model's PyTorch batch-1 p50 at the first bench thread count."""
-    return [[label, e["arch"], e["params"], e["macs"], e["top1"], e["top5"], e["macro_precision"], e["macro_recall"],
-             e["macro_f1"], eager_ms.get(label), e.get("throughput_ips")] for label, e in evals.items()]
+    return [{"model": label, "arch": e["arch"], "params": e["params"], "MACs": e["macs"], "top-1 (%)": e["top1"],
+             "top-5 (%)": e["top5"], "precision (%)": e["macro_precision"], "recall (%)": e["macro_recall"],
+             "F1 (%)": e["macro_f1"], "PyTorch b1 p50 (ms)": eager_ms.get(label),
+             "throughput (img/s)": e.get("throughput_ips")} for label, e in evals.items()]
 
 
 def speedup(teacher_ms: dict, threads, p50_ms) -> float | None:
@@ -28,39 +30,50 @@ def speedup(teacher_ms: dict, threads, p50_ms) -> float | None:
     return t_ms / p50_ms if t_ms and p50_ms else None
 
 
-def eager_rows(models: dict, eager: dict, teacher_ms: dict) -> list[list]:
+def _deploy_row(head: dict, timing: dict | None = None, teacher_ms: dict | None = None, **accuracy) -> dict:
+    """One deployment row: every DEPLOY_COLS key (None where unknown)."""
+    row = {c: None for c in DEPLOY_COLS}
+    row.update(head)
+    row.update(accuracy)
+    if timing:
+        row.update({"threads": timing["threads"], "p50 (ms)": timing.get("p50_ms"), "p90 (ms)": timing.get("p90_ms"),
+                    "speedup vs PyTorch teacher": speedup(teacher_ms, timing["threads"], timing.get("p50_ms"))})
+    return row
+
+
+def eager_rows(models: dict, eager: dict, teacher_ms: dict) -> list[dict]:
     """The PyTorch models themselves, timed by the same loop right after the artifacts."""
     rows = []
     for label, runs in eager.items():
         path = Path(models[label]["checkpoint"])
         size = round(path.stat().st_size / 1024, 1) if path.is_file() else None
-        rows += [[f"{label} (PyTorch)", "pytorch", "fp32", "ok", size, None, None, None, None, None,
-                  r["threads"], r["p50_ms"], r["p90_ms"], speedup(teacher_ms, r["threads"], r["p50_ms"])] for r in runs]
+        head = {"artifact": f"{label} (PyTorch)", "target": "pytorch", "precision": "fp32", "status": "ok",
+                "size (KB)": size}
+        rows += [_deploy_row(head, r, teacher_ms) for r in runs]
     return rows
 
 
-def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> list[list]:
+def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> list[dict]:
     """`teacher_ms[threads]`: the PyTorch teacher's batch-1 p50 at that thread count (same process, same loop)."""
     by_path = {}
     for b in benches:
         by_path.setdefault(os.path.normpath(b["path"]), []).append(b)
     rows = []
     for e in exports:
-        name = Path(e["path"]).name
-        size = round(e["size"] / 1024, 1) if e.get("size") else None
-        head = [name, e["target"], e["precision"], e["status"], size]
+        head = {"artifact": Path(e["path"]).name, "target": e["target"], "precision": e["precision"],
+                "status": e["status"], "size (KB)": round(e["size"] / 1024, 1) if e.get("size") else None}
         runs = by_path.get(os.path.normpath(e["path"]), [])
         skipped = [b for b in runs if b.get("status") == "skipped"]  # e.g. CoreML off macOS
         runs = [b for b in runs if b.get("status") != "skipped"]
         if skipped:
-            head[3] = f"{e['status']}; not benched here (see below)"
-        if not runs:
-            rows.append(head + [e.get("top1"), None, e.get("agreement"), None, None, None, None, None, None])
-            continue
+            head["status"] = f"{e['status']}; not benched here (see below)"
+        if not runs:  # the export's own parity check is all there is
+            rows.append(_deploy_row(head, **{"top-1 (%)": e.get("top1"), "agree student (%)": e.get("agreement")}))
         for b in runs:
-            rows.append(head + [b.get("top1"), b.get("delta_student"), b.get("agree_student"), b.get("delta_teacher"),
-                                b.get("agree_teacher"), b["threads"], b["p50_ms"], b["p90_ms"],
-                                speedup(teacher_ms, b["threads"], b.get("p50_ms"))])
+            rows.append(_deploy_row(head, b, teacher_ms, **{
+                "top-1 (%)": b.get("top1"), "Δ vs student (pt)": b.get("delta_student"),
+                "agree student (%)": b.get("agree_student"), "Δ vs teacher (pt)": b.get("delta_teacher"),
+                "agree teacher (%)": b.get("agree_teacher")}))
     return rows
 
 
@@ -134,7 +147,7 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
     failed = [e for e in exports if e["status"] != "ok"]
     if failed:
         blocks += [("h", "Export problems"), ("table", ["artifact", "status", "reason"],
-                                              [[Path(e["path"]).name, e["status"], e["reason"]] for e in failed])]
+                                              [{"artifact": Path(e["path"]).name, **e} for e in failed])]
     write_json(out / "report.json", report)
     md, html = write_report(out, f"kd2edge report: {cfg['name']}", blocks)
     report["report_md"], report["report_html"] = str(md), str(html)

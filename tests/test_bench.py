@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from kd2edge import Kd2EdgeError
-from kd2edge.bench import bench, drift, load_artifact, time_runs, to_logits, to_model_input
-from kd2edge.bench_report import CSV_COLUMNS, csv_text, table_rows
-from kd2edge.device import fingerprint, parse_cpuinfo
+from kd2edge.artifact import TARGET_RUNTIME, read_folder
+from kd2edge.bench import bench
+from kd2edge.bench.fingerprint import fingerprint, parse_cpuinfo
+from kd2edge.bench.reports import CSV_COLUMNS, csv_text, table_rows
+from kd2edge.bench.stage import drift
 from kd2edge.metrics import latency_stats
-from kd2edge.runtimes import RUNTIMES, TARGET_RUNTIME, Session
+from kd2edge.runtimes import RUNTIMES, Session, load_session
+from kd2edge.timing import time_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,35 +59,51 @@ def _session(dtype, run=lambda x: x, **kw):
 
 def test_int8_quantization_of_inputs_and_outputs():
     px = np.array([0, 1, 128, 255], dtype=np.uint8).reshape(1, 1, 4, 1)
-    meta = {"input": {"layout": "NHWC"}}
-    q = to_model_input(px, _session(np.int8), meta, (1.0, -128))
+    q = _session(np.int8, input_quant=(1.0, -128)).prepare(px)
     assert q.dtype == np.int8 and q.ravel().tolist() == [-128, -127, 0, 127]
-    q2 = to_model_input(px, _session(np.int8), meta, (2.0, 0))  # round(x / 2), clipped to int8
+    q2 = _session(np.int8, input_quant=(2.0, 0)).prepare(px)  # round(x / 2), clipped to int8
     assert q2.ravel().tolist() == [0, 0, 64, 127]
-    f = to_model_input(px, _session(np.float32), meta, None)
+    f = _session(np.float32).prepare(px)
     assert f.dtype == np.float32 and f.ravel().tolist() == [0, 1, 128, 255]
-    nchw = to_model_input(np.zeros((2, 4, 5, 3), np.uint8), _session(np.float32), {"input": {"layout": "NCHW"}}, None)
+    nchw = _session(np.float32, layout="NCHW").prepare(np.zeros((2, 4, 5, 3), np.uint8))
     assert nchw.shape == (2, 3, 4, 5)
-    out = to_logits(np.array([[-55, 0, 72]], dtype=np.int8), (0.5, -55))
+    out = _session(np.int8, output_quant=(0.5, -55)).logits(np.array([[-55, 0, 72]], dtype=np.int8))
     assert out.dtype == np.float32 and out.tolist() == [[0.0, 27.5, 63.5]]
     with pytest.raises(Kd2EdgeError, match="without quantization"):
-        to_model_input(px, _session(np.int8), {"input": {"layout": "NHWC"}, "name": "a"}, None)
+        _session(np.int8, name="a").prepare(px)
+    # predict: prepare -> run -> logits, a fixed batch padded and cut again
+    s = _session(np.int8, run=lambda x: x.reshape(len(x), -1)[:, :3], input_quant=(1.0, 0), output_quant=(2.0, 1),
+                 fixed_batch=4)
+    x = np.arange(5 * 12, dtype=np.uint8).reshape(5, 2, 2, 3)
+    expected = (np.clip(x.reshape(5, -1)[:, :3], -128, 127).astype(np.float32) - 1) * 2
+    np.testing.assert_array_equal(s.predict(x), expected)
+
+
+def test_meta_quantization_must_match_the_model(bench_artifacts):
+    art = read_folder(bench_artifacts["tflite-int8"])
+    meta, model = art["meta"], art["model_path"]
+    own = load_session("litert", model)
+    assert own.input_quant == (meta["quantization"]["input"]["scale"], meta["quantization"]["input"]["zero_point"])
+    bad = {**meta, "quantization": {**meta["quantization"], "input": {**meta["quantization"]["input"],
+                                                                      "zero_point": 3}}}
+    with pytest.raises(Kd2EdgeError, match="differs from the model's"):
+        load_session("litert", model, meta=bad)
 
 
 def test_time_runs_counts_and_budget():
     calls = []
-    s = _session(np.float32, run=lambda x: calls.append(1))
-    r = time_runs(s, np.zeros(1), runs=7, seconds=None, warmup=3)
+    run = lambda x: calls.append(1)  # noqa: E731
+    r = time_runs(run, np.zeros(1), runs=7, seconds=None, warmup=3)
     assert r["runs"] == 7 and len(calls) == 10
     import time
 
-    slow = _session(np.float32, run=lambda x: time.sleep(0.002))
+    slow = lambda x: time.sleep(0.002)  # noqa: E731
     r = time_runs(slow, np.zeros(1), runs=None, seconds=0.03, warmup=0)
     total = r["runs"] * r["mean_ms"]  # time spent inside the runs
     assert r["min_ms"] >= 2.0 and total >= 0.9 * 30 and total - r["max_ms"] < 30  # stopped right after 30 ms
     r = time_runs(slow, np.zeros(1), runs=3, seconds=0.001, warmup=0)
     assert r["runs"] >= 3  # both given: at least 3 runs and at least the time
-    fast = time_runs(s, np.zeros(1), runs=None, seconds=None, warmup=0)
+    fast = time_runs(run, np.zeros(1), runs=None, seconds=None, warmup=0)
     assert fast["runs"] >= 50  # the default: >= 50 runs and >= 1 s, like benchmark_model
 
 
@@ -140,15 +159,15 @@ def _cli(*args, env=None, cwd=None):
 
 def test_folder_errors(tmp_path):
     with pytest.raises(Kd2EdgeError, match="artifact folder not found"):
-        load_artifact(tmp_path / "nope")
+        read_folder(tmp_path / "nope")
     with pytest.raises(Kd2EdgeError, match="has no meta.json"):
-        load_artifact(tmp_path)
+        read_folder(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps({"format": "kd2edge.artifact", "target": "onnx"}))
     with pytest.raises(Kd2EdgeError, match="lacks runtime, model_file, precision, input, output"):
-        load_artifact(tmp_path)
+        read_folder(tmp_path)
     (tmp_path / "meta.json").write_text("{not json")
     with pytest.raises(Kd2EdgeError, match="not valid JSON"):
-        load_artifact(tmp_path)
+        read_folder(tmp_path)
     r = _cli("bench", tmp_path, "--out", tmp_path / "res")
     assert r.returncode == 1 and "not valid JSON" in r.stdout and "Traceback" not in r.stdout + r.stderr
     r = _cli("bench")
@@ -159,7 +178,7 @@ def test_coreml_elsewhere_says_macos_and_others_still_run(bench_artifacts, tmp_p
     if sys.platform == "darwin":
         pytest.skip("CoreML runs here")
     with pytest.raises(Kd2EdgeError, match="run only on macOS"):
-        RUNTIMES["coreml"](tmp_path / "model.mlpackage")
+        load_session("coreml", tmp_path / "model.mlpackage")
     art = tmp_path / "student-coreml"
     art.mkdir()
     (art / "model.mlpackage").mkdir()
@@ -210,7 +229,7 @@ def test_bench_real_artifacts(bench_artifacts, tmp_path):
     for r in rows:
         assert r["runs"] == 30 and r["batch"] == 1 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["n_eval"] == 100 and r["peak_rss_mb"] > 10 and r["load_ms"] > 0 and r["first_ms"] > 0
-        assert r["model_mb"] == pytest.approx(os.path.getsize(Path(r["path"]) / load_artifact(r["path"])["meta"]
+        assert r["model_mb"] == pytest.approx(os.path.getsize(Path(r["path"]) / read_folder(r["path"])["meta"]
                                                               ["model_file"]) / 2 ** 20)
         assert r["student_top1"] > 85 and r["teacher_top1"] > 85 and r["device_id"] == fingerprint()["device_id"]
         if r["precision"] == "fp32":

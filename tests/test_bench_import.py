@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kd2edge import Kd2EdgeError
-from kd2edge.bench_report import CSV_COLUMNS
-from kd2edge.benchmark_model import import_log, log_row, parse_log
+from kd2edge.bench.reports import CSV_COLUMNS
+from kd2edge.bench.log_import import import_log, log_row, parse_log
 
 LOG = Path(__file__).parent / "data" / "benchmark_model_pixel7_int8.log"
 

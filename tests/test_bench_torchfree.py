@@ -22,8 +22,9 @@ BLOCKER = textwrap.dedent('''
 
 RUN = BLOCKER + textwrap.dedent('''
     import json
-    import kd2edge, kd2edge.cli, kd2edge.bench, kd2edge.bench_report, kd2edge.runtimes, kd2edge.device
-    import kd2edge.benchmark_model, kd2edge.metrics, kd2edge.paths, kd2edge.data, kd2edge.plots
+    import kd2edge, kd2edge.cli, kd2edge.bench, kd2edge.bench.reports, kd2edge.bench.fingerprint
+    import kd2edge.bench.log_import, kd2edge.runtimes, kd2edge.runtimes.ort, kd2edge.runtimes.litert
+    import kd2edge.runtimes.coreml, kd2edge.artifact, kd2edge.metrics, kd2edge.files, kd2edge.data, kd2edge.plots
     try:
         import torch  # noqa: F401
         raise SystemExit("torch was importable")

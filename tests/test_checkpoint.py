@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kd2edge import Kd2EdgeError
-from kd2edge.checkpoint import (FORMAT, FORMAT_VERSION, load_model, preprocessing, save_checkpoint,
-                                save_torchscript)
+from kd2edge.checkpoint import FORMAT, FORMAT_VERSION, load_model, preprocessing, save_checkpoint
 from kd2edge.data import STATS
 from kd2edge.zoo import STUDENTS, create_model
+from ts_files import save_torchscript
 
 PREP = preprocessing(**STATS["cifar10"])
 CLASSES = [f"c{i}" for i in range(5)]

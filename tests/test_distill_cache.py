@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from kd2edge.batches import apply_views
-from kd2edge.teacher_cache import TeacherCache, view_pool
-from kd2edge.teacher_sources import load_teacher
+from kd2edge.distill.teacher_cache import TeacherCache, view_pool
+from kd2edge.distill.teacher import load_teacher
 
 
 @pytest.fixture(scope="module")

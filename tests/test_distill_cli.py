@@ -18,7 +18,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     p = kd2edge("distill", "--method", "kd", "--student", "resnet8")
     assert p.returncode == 1 and "method 'kd' needs a teacher" in p.stdout and "Traceback" not in p.stderr
     p = kd2edge("distill", "--method", "fitnet")
-    assert p.returncode == 1 and "unknown method 'fitnet'; valid: ce, kd, dkd, hybrid" in p.stdout
+    assert p.returncode == 2 and "'fitnet' is not one of 'ce', 'kd', 'dkd', 'hybrid'" in p.stdout + p.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: ce\nepoch: 3\n")
     p = kd2edge("distill", "--config", str(bad))

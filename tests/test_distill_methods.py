@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from kd2edge import Kd2EdgeError
-from kd2edge.methods import METHODS, create_method, standardize_logits
-from kd2edge.schedules import check_value_schedule, lr_multiplier, value_at
+from kd2edge.distill.methods import METHODS, create_method
+from kd2edge.distill.methods.kd import standardize_logits
+from kd2edge.distill.schedules import check_value_schedule, lr_multiplier, value_at
 
 S = torch.tensor([[2.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
 T_ = torch.tensor([[3.0, 0.0, -1.0], [0.0, 1.0, 2.0]])

@@ -60,7 +60,7 @@ def test_ce_baseline_needs_no_teacher_and_bad_inputs_are_clear(tmp_path, cifar10
 
 def test_class_count_mismatch_without_adaptation_is_clear_error(tmp_path, cifar10_dir, cifar100_teacher):
     c = cfg(tmp_path, cifar100_teacher, teacher_arch="resnet56", epochs=1)
-    with pytest.raises(Kd2EdgeError, match="teacher has 100 classes but cifar10 has 10; pass --adapt probe"):
+    with pytest.raises(Kd2EdgeError, match="teacher has 100 classes but cifar10 has 10; pass --set adapt=probe"):
         distill(c)
 
 
@@ -88,13 +88,13 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, cifar10_dir, teacher_
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
     assert a["metrics"]["last"]["top1"] == b["metrics"]["last"]["top1"]
     with pytest.raises(Kd2EdgeError, match="differs in seed"):
-        from kd2edge.distill import load_state
+        from kd2edge.distill.stage import load_state
 
         load_state(tmp_path / "b" / "state.pt", resolve_config({**b_cfg, "seed": 1}))
 
 
 def test_labeled_fraction_mask_is_stratified():
-    from kd2edge.distill import labeled_mask
+    from kd2edge.distill.inputs import labeled_mask
 
     y = np.repeat(np.arange(10), 100)
     m = labeled_mask(y, 0.05, 0)

@@ -8,7 +8,7 @@ import torch
 from kd2edge import Kd2EdgeError
 from kd2edge.batches import Normalizer
 from kd2edge.distill import distill
-from kd2edge.teacher_sources import load_teacher
+from kd2edge.distill.teacher import load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"student": "resnet8", "student_kwargs": {"width": 8}, "limit_train": 256, "limit_val": 300,

@@ -3,6 +3,7 @@ metrics on known arrays."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,13 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from kd2edge import Kd2EdgeError
-from kd2edge.checkpoint import preprocessing, save_checkpoint, save_torchscript
+from kd2edge.checkpoint import preprocessing, save_checkpoint
 from kd2edge.cli import app
 from kd2edge.data import STATS
 from kd2edge.evaluate import evaluate, predict
 from kd2edge.metrics import (agreement, classification_report, confusion_matrix, latency_stats, sqnr_db,
                              topk_accuracy)
 from kd2edge.zoo import create_model
+from ts_files import save_torchscript
 
 
 # ---------------------------------------------------------------- the shared teachers through the CLI
@@ -56,12 +58,13 @@ def test_cli_eval_table_and_latency(tmp_path, cifar10_dir, teacher_path):
 def test_progress_callbacks_count_every_image_and_run(cifar10_dir, teacher_path):
     seen = {}
 
-    def progress(phase, total):
-        seen[phase] = [total, 0]
-        return lambda n: seen[phase].__setitem__(1, seen[phase][1] + n)
+    class Bars:  # the kd2edge.progress surface evaluate uses
+        def task(self, phase, total, unit=""):
+            seen[phase] = [total, 0]
+            return SimpleNamespace(advance=lambda n: seen[phase].__setitem__(1, seen[phase][1] + n))
 
     evaluate(teacher_path("resnet20"), "resnet20", "cifar10", data_dir=cifar10_dir, limit=300, batch_size=128,
-             progress=progress)
+             progress=Bars())
     assert seen["predict"] == [300, 300] and seen["latency"][0] == seen["latency"][1] > 0
 
 

@@ -34,7 +34,7 @@ def test_every_planned_run_resolves_with_the_budget(exp, tmp_path):
 
 
 def test_same_steps_control_matches_the_kd_run_steps(exp, tmp_path):
-    from kd2edge.training import steps_per_epoch
+    from kd2edge.distill.loop import steps_per_epoch
 
     for budget in exp.BUDGETS:
         kd = exp.run_config("4_kd_5pct", 0, budget, tmp_path)

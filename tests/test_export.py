@@ -3,6 +3,7 @@ PyTorch on real CIFAR-10 test images. The converters are slow, so one module-sco
 student (resnet8, head fitted on real training images) feeds most tests."""
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import sys
@@ -13,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kd2edge import Kd2EdgeError  # noqa: E402
-from kd2edge.targets import ALL, TARGETS, get_target  # noqa: E402
+from kd2edge.export.targets import ALL, TARGETS, get_target  # noqa: E402
 
 N_EVAL, N_CALIB = 200, 32
 CONTRACT_KEYS = {"format", "format_version", "name", "target", "runtime", "model_file", "precision", "input",
@@ -66,14 +67,14 @@ def test_cli_choices_equal_registry():
     assert [c.value for c in TargetChoice] == [*TARGETS, ALL]
     for name in TARGETS:  # every registered module has the target surface
         mod = get_target(name)
-        for attr in ("RUNTIME", "MODEL_FILE", "LAYOUT", "PRECISIONS", "INT8", "convert", "run", "embed_metadata"):
+        for attr in ("RUNTIME", "MODEL_FILE", "LAYOUT", "PRECISIONS", "INT8", "convert", "embed_metadata"):
             assert hasattr(mod, attr), (name, attr)
         assert "fp32" in mod.PRECISIONS and set(mod.INT8) <= set(mod.PRECISIONS)
 
 
 def test_unknown_target_lists_valid_ones(student):
     from kd2edge.export import export
-    from kd2edge.targets import expand
+    from kd2edge.export.targets import expand
 
     with pytest.raises(Kd2EdgeError, match="unknown target 'tensorrt'; valid: onnx, tflite, coreml, all"):
         expand(["onnx", "tensorrt"])
@@ -101,7 +102,11 @@ def test_export_reload_parity(exported, target):
     assert bundle["x"].dtype == np.uint8 and bundle["x"].shape == (N_EVAL, 32, 32, 3)
     assert bundle["y"].dtype == np.int64 and list(bundle["classes"])[:2] == ["airplane", "automobile"]
     # Reload from disk, independent of export(): raw uint8 pixels in, logits out.
-    logits, _ = mod.run(folder / meta["model_file"], bundle["x"], meta)
+    from kd2edge.artifact import read_folder
+    from kd2edge.export.verify import session_for
+
+    art = read_folder(folder)
+    logits = session_for(mod, art["model_path"], art["meta"])[0].predict(bundle["x"])
     ref = bundle["student_logits"]
     assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.999
     assert np.abs(logits - ref).max() < 1e-3
@@ -137,42 +142,42 @@ def test_eval_bundle_teacher_logits(exported, teacher_path, cifar10_test):
     assert meta["teacher"]["arch"] == "resnet20" and meta["teacher"]["sha256"] == info["sha256"]
 
 
+def _tflite_metadata(path) -> dict:
+    """The `kd2edge` entry of a .tflite file's metadata table."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(bytearray(path.read_bytes()), 0)
+    entry = next(model.Metadata(i) for i in range(model.MetadataLength()) if model.Metadata(i).Name() == b"kd2edge")
+    return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+
+
 def test_tflite_int8_io_quantization(exported):
     """The recorded int8 I/O parameters are the interpreter's, and applying them is what makes it right."""
-    from kd2edge.targets.tflite import dequantize_output, interpreter, io_details, quantize_input, read_metadata
+    from kd2edge.artifact import open_session, read_folder
 
     _, out = exported
     folder = out / "r8-tflite-int8"
-    meta = json.loads((folder / "meta.json").read_text())
+    art = read_folder(folder)
+    meta = art["meta"]
     qin, qout = meta["quantization"]["input"], meta["quantization"]["output"]
     assert meta["input"]["dtype"] == "int8" and qin["dtype"] == "int8" and qout["dtype"] == "int8"
-    assert read_metadata(folder / "model.tflite")["quantization"]["input"] == qin  # embedded in the file too
-    details = io_details(folder / "model.tflite")
-    assert details["input"]["quantization"] == qin and details["output"]["quantization"] == qout
+    assert _tflite_metadata(folder / "model.tflite")["quantization"]["input"] == qin  # embedded in the file too
+    session = open_session(art, threads=1)  # raises when meta.json and the model disagree
+    assert session.input_quant == (qin["scale"], qin["zero_point"])
+    assert session.output_quant == (qout["scale"], qout["zero_point"])
     # raw pixels 0..255 must fit the int8 input range: real = scale * (q - zero_point)
     assert qin["scale"] * (-128 - qin["zero_point"]) <= 0.5 and qin["scale"] * (127 - qin["zero_point"]) >= 254.5
     bundle = np.load(folder / "eval.npz")
-    ref = bundle["student_logits"]
-    it = interpreter(folder / "model.tflite")
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-    def logits(in_q, out_q):
-        res = []
-        for img in bundle["x"][:100]:
-            it.set_tensor(i, quantize_input(img[None], in_q))
-            it.invoke()
-            res.append(dequantize_output(it.get_tensor(o), out_q))
-        return np.concatenate(res)
-
-    good = logits(qin, qout)
-    assert (good.argmax(1) == ref[:100].argmax(1)).mean() >= 0.75
-    err = np.abs(good - ref[:100]).mean()
-    assert err < 0.25 * np.abs(ref[:100]).mean()
-    wrong_in = logits({**qin, "zero_point": 0}, qout)  # pixels quantized as if zero_point were 0
-    assert np.abs(wrong_in - ref[:100]).mean() > 3 * err
-    wrong_out = logits(qin, {**qout, "scale": qout["scale"] * 2})
-    assert np.abs(wrong_out - ref[:100]).mean() > 3 * err
+    x, ref = bundle["x"][:100], bundle["student_logits"][:100]
+    good = session.predict(x)
+    assert (good.argmax(1) == ref.argmax(1)).mean() >= 0.75
+    err = np.abs(good - ref).mean()
+    assert err < 0.25 * np.abs(ref).mean()
+    right = session.input_quant, session.output_quant
+    session.input_quant = (qin["scale"], 0)  # pixels quantized as if zero_point were 0
+    assert np.abs(session.predict(x) - ref).mean() > 3 * err
+    session.input_quant, session.output_quant = right[0], (qout["scale"] * 2, qout["zero_point"])
+    assert np.abs(session.predict(x) - ref).mean() > 3 * err
 
 
 def test_onnx_int8_graph_and_metadata(exported):
@@ -211,19 +216,21 @@ def _corrupt_first_conv_weight(package):
 
 
 def test_coreml_numpy_check_catches_corrupted_weight(exported, tmp_path):
-    from kd2edge.export import parity
-    from kd2edge.targets import coreml
+    from kd2edge.export import coreml, parity
+    from kd2edge.export.verify import session_for
 
     _, out = exported
     src = out / "r8-coreml"
     bundle = np.load(src / "eval.npz")
     x, ref, y = bundle["x"][:100], bundle["student_logits"][:100], bundle["y"][:100]
-    good, check = coreml.run(src / "model.mlpackage", x)
+    meta = json.loads((src / "meta.json").read_text())
+    session, check = session_for(coreml, src / "model.mlpackage", meta)
+    good = session.predict(x)
     assert parity(good, ref, y, "fp32", check, 1.0)["passed"]
     bad_pkg = tmp_path / "model.mlpackage"
     shutil.copytree(src / "model.mlpackage", bad_pkg)
     _corrupt_first_conv_weight(bad_pkg)
-    bad, _ = coreml.run(bad_pkg, x)
+    bad = session_for(coreml, bad_pkg, meta)[0].predict(x)
     result = parity(bad, ref, y, "fp32", check, 1.0)
     assert not result["passed"] and "fp32 parity failed" in result["reason"]
 
@@ -231,14 +238,14 @@ def test_coreml_numpy_check_catches_corrupted_weight(exported, tmp_path):
 def test_coreml_metadata_and_spec(exported):
     import coremltools as ct
 
-    from kd2edge.mil_eval import describe
+    from kd2edge.export.mil_eval import load_program
 
     _, out = exported
     for precision in ("fp32", "w8", "w8a8"):
         pkg = out / f"r8-coreml{'' if precision == 'fp32' else '-' + precision}" / "model.mlpackage"
         model = ct.models.MLModel(str(pkg), skip_model_load=True)
         assert json.loads(model.user_defined_metadata["kd2edge"])["precision"] == precision
-        ops = describe(pkg)["ops"]
+        ops = collections.Counter(op.op_type for op in load_program(pkg).functions["main"].operations)
         assert ops["conv"] == 8  # normalization conv + 7 student convs
         if precision != "fp32":
             assert ops.get("constexpr_affine_dequantize", 0) + ops.get("constexpr_blockwise_shift_scale", 0) >= 8
@@ -276,7 +283,7 @@ def test_missing_dependency_names_extra_and_writes_nothing(student, tmp_path, mo
 
 def test_unsupported_op_names_op_and_layer(tmp_path):
     from kd2edge.checkpoint import preprocessing
-    from kd2edge.targets import onnx as onnx_target
+    from kd2edge.export import onnx as onnx_target
 
     class Body(torch.nn.Module):
         def __init__(self):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd2edge.report import fmt
+from kd2edge.render import fmt
 from kd2edge.run import load_config, run
 
 
@@ -50,17 +50,18 @@ def test_report_tables_match_json(tiny_run):
     tables = md_tables((out / "report.md").read_text())
     for key, table in zip(("summary", "deployment"), tables):
         assert table[0] == saved[key]["columns"]
-        assert table[1:] == [[fmt(v) for v in row] for row in saved[key]["rows"]]
-    labels = [r[0] for r in saved["summary"]["rows"]]
+        assert table[1:] == [[fmt(row[c]) for c in table[0]] for row in saved[key]["rows"]]
+    labels = [r["model"] for r in saved["summary"]["rows"]]
     assert labels == ["teacher", "baseline (ce)", "student (kd)"]
     teacher = saved["summary"]["rows"][0]
-    assert teacher[4] == pytest.approx(91.73, abs=0.01)  # resnet20 on the full test set
-    assert all(r[3] == "ok" for r in saved["deployment"]["rows"]), saved["exports"]
-    rows = {(r[0], r[10]): r for r in saved["deployment"]["rows"]}  # (artifact, threads)
+    assert teacher["top-1 (%)"] == pytest.approx(91.73, abs=0.01)  # resnet20 on the full test set
+    assert all(r["status"] == "ok" for r in saved["deployment"]["rows"]), saved["exports"]
+    rows = {(r["artifact"], r["threads"]): r for r in saved["deployment"]["rows"]}
     eager = rows[("teacher (PyTorch)", 1)]  # timed in the same process, same loop, same threads
-    assert eager[13] == pytest.approx(1.0) and eager[11] == saved["summary"]["rows"][0][9]
+    assert eager["speedup vs PyTorch teacher"] == pytest.approx(1.0)
+    assert eager["p50 (ms)"] == teacher["PyTorch b1 p50 (ms)"]
     onnx = rows[("student-onnx", 1)]
-    assert onnx[13] == pytest.approx(eager[11] / onnx[11])
+    assert onnx["speedup vs PyTorch teacher"] == pytest.approx(eager["p50 (ms)"] / onnx["p50 (ms)"])
     assert "<table>" in (out / "report.html").read_text()
 
 
@@ -130,8 +131,8 @@ def test_deploy_rows_show_skipped_coreml_bench():
     benches = [{"path": "x/s-coreml", "status": "skipped", "note": "CoreML artifacts run only on macOS",
                 "threads": 1, "p50_ms": None, "p90_ms": None}]
     (row,) = deploy_rows(exports, benches, teacher_ms={1: 8.0})
-    assert row[3] == "ok; not benched here (see below)"
-    assert row[5] == 90.0 and row[-3:] == [None, None, None]
+    assert row["status"] == "ok; not benched here (see below)"
+    assert row["top-1 (%)"] == 90.0 and row["p50 (ms)"] is None and row["speedup vs PyTorch teacher"] is None
 
 
 def test_skipped_artifacts_are_named_once_per_reason():

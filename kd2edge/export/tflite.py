@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kd2edge import Kd2EdgeError, require
-from kd2edge.targets import deployable, op_error, sample_input
+from kd2edge.export.graph import deployable, op_error, sample_input
 
 RUNTIME = "litert"
 MODEL_FILE = "model.tflite"
@@ -64,19 +64,24 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
         raise
     except Exception as e:
         raise op_error("tflite", e, exported) from None
-    details = io_details(path)
-    qin, qout = details["input"], details["output"]
+    from kd2edge.runtimes import load_session
+
+    session = load_session(RUNTIME, path, threads=1)  # what the device will run: its I/O and int8 parameters
+    qin, qout = (_quant(session.input_quant, session.input_dtype), _quant(session.output_quant, session.output_dtype))
     quantization = None
     if precision == "int8":
         quantization = {"scheme": "PT2E full-integer: int8 activations (histogram, asymmetric), int8 weights "
-                                  "(per-channel, symmetric)",
-                        "input": qin["quantization"], "output": qout["quantization"]}
-    return {"input": {"name": qin["name"], "shape": [qin["shape"][0], h, w, c],
-                      "layout": LAYOUT, "dtype": qin["dtype"], "range": [0, 255]},
-            "output": {"name": qout["name"], "shape": [None, qout["shape"][-1]], "dtype": qout["dtype"]},
+                                  "(per-channel, symmetric)", "input": qin, "output": qout}
+    return {"input": {"name": session.input_name, "shape": [session.fixed_batch, h, w, c],
+                      "layout": LAYOUT, "dtype": session.input_dtype.name, "range": [0, 255]},
+            "output": {"name": session.output_name, "shape": [None, None], "dtype": session.output_dtype.name},
             "quantization": quantization,
             "tool_versions": {"litert_torch": getattr(litert_torch, "__version__", _version("litert-torch")),
                               "ai_edge_litert": _version("ai-edge-litert"), "torchao": _version("torchao")}}
+
+
+def _quant(q, dtype) -> dict | None:
+    return {"scale": q[0], "zero_point": q[1], "dtype": dtype.name} if q else None
 
 
 def _version(dist: str) -> str:
@@ -86,69 +91,6 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "unknown"
-
-
-def interpreter(path, threads: int | None = None):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise Kd2EdgeError("ai_edge_litert is not installed; install it with: pip install 'kd2edge[device]'") from None
-    return Interpreter(model_path=str(path), num_threads=threads)
-
-
-def io_details(path) -> dict:
-    """Name, shape, dtype and (for int8) {scale, zero_point, dtype} of the single input and output."""
-    it = interpreter(path)
-
-    def one(d):
-        scale, zp = d["quantization"]
-        dtype = np.dtype(d["dtype"]).name
-        q = {"scale": float(scale), "zero_point": int(zp), "dtype": dtype} if scale else None
-        return {"name": d["name"], "shape": [int(v) for v in d["shape"]], "dtype": dtype, "quantization": q}
-
-    ins, outs = it.get_input_details(), it.get_output_details()
-    if len(ins) != 1 or len(outs) != 1:
-        raise Kd2EdgeError(f"{path}: expected one input and one output, got {len(ins)} and {len(outs)}")
-    return {"input": one(ins[0]), "output": one(outs[0])}
-
-
-def quantize_input(x_uint8, q: dict | None) -> np.ndarray:
-    """Raw pixels -> the artifact's input tensor: float32, or int8 via q = round(x / scale) + zero_point."""
-    x = np.asarray(x_uint8, dtype=np.float32)
-    if not q:
-        return x
-    info = np.iinfo(q["dtype"])
-    return np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(q["dtype"])
-
-
-def dequantize_output(y, q: dict | None) -> np.ndarray:
-    if not q:
-        return np.asarray(y, dtype=np.float32)
-    return (q["scale"] * (np.asarray(y, dtype=np.float32) - q["zero_point"])).astype(np.float32)
-
-
-def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
-    """Logits of the artifact on uint8 NHWC images, with the int8 parameters in `meta` (else the file's)."""
-    qrec = (meta or {}).get("quantization") or {}
-    qin, qout = qrec.get("input"), qrec.get("output")
-    it = interpreter(path)
-    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-    fixed = int(inp["shape"][0]) if inp["shape_signature"][0] != -1 else None
-    step = fixed or batch
-    out, current = [], None
-    for i in range(0, len(x_uint8), step):
-        xb = quantize_input(x_uint8[i:i + step], qin)
-        n = len(xb)
-        if fixed and n < fixed:  # pad the last batch of a fixed-batch model
-            xb = np.concatenate([xb, np.repeat(xb[-1:], fixed - n, axis=0)])
-        if xb.shape != current:
-            it.resize_tensor_input(inp["index"], xb.shape)
-            it.allocate_tensors()
-            current = xb.shape
-        it.set_tensor(inp["index"], xb)
-        it.invoke()
-        out.append(dequantize_output(it.get_tensor(outp["index"])[:n], qout))
-    return np.concatenate(out), "runtime"
 
 
 def embed_metadata(path, meta: dict) -> None:
@@ -171,17 +113,3 @@ def embed_metadata(path, meta: dict) -> None:
     tmp = path.with_name(f".{path.name}.meta.tmp")
     tmp.write_bytes(builder.Output())
     tmp.replace(path)
-
-
-def read_metadata(path) -> dict | None:
-    """The `kd2edge` metadata entry of a .tflite file (None when absent)."""
-    import json
-
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(bytearray(Path(path).read_bytes()), 0)
-    for i in range(model.MetadataLength()):
-        m = model.Metadata(i)
-        if m.Name() == b"kd2edge":
-            return json.loads(model.Buffers(m.Buffer()).DataAsNumpy().tobytes())
-    return None

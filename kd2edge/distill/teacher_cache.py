@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from kd2edge.batches import apply_views, num_views
-from kd2edge.paths import location
+from kd2edge.locations import location
 
 POOL_SEED = 20240101
 FORMAT = "kd2edge.teacher_cache"

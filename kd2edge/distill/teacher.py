@@ -1,14 +1,14 @@
 """Teachers for distillation: a frozen model that maps uint8 NHWC image batches to logits.
 
 Sources (`load_teacher(spec, arch)`):
-- a known name (`cifar10-resnet56`, see kd2edge.teachers), a native kd2edge checkpoint, or a foreign state
+- a known name (`cifar10-resnet56`, see kd2edge.pretrained), a native kd2edge checkpoint, or a foreign state
   dict with `arch` -> `TorchTeacher` (logits, features through forward hooks, penultimate features);
 - a TorchScript file -> `TorchTeacher` (logits; features only if the named submodule exists);
 - an `.onnx` file run with onnxruntime -> `OnnxTeacher` (logits only). Its input is RAW pixels 0..255
   (docs/CONTRACTS.md: normalization is inside the graph), NHWC or NCHW as its input shape says.
 
 Every teacher is in eval mode with gradients off. `head` replaces the teacher's classifier with a probe
-(cross-dataset adaptation, kd2edge.probe); its checksum then enters `cache_id`.
+(cross-dataset adaptation, kd2edge.distill.probe); its checksum then enters `cache_id`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from torch import nn
 from kd2edge import Kd2EdgeError, require
 from kd2edge.batches import Normalizer
 from kd2edge.data import STATS
-from kd2edge.paths import resolve_file, sha256
+from kd2edge.files import sha256
+from kd2edge.locations import resolve_file
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -80,8 +81,6 @@ class TorchTeacher:
 
 
 class OnnxTeacher:
-    needs_uint8 = True
-
     def __init__(self, path: Path, threads: int | None = None):
         ort = require("onnxruntime", "export")
         opts = ort.SessionOptions()
@@ -130,36 +129,16 @@ def teacher_preprocessing(spec) -> dict:
 
 def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, preprocessing=None):
     """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file."""
-    from kd2edge.checkpoint import load_model
-    from kd2edge.teachers import TEACHERS
+    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+    from kd2edge.pretrained import PRETRAINED
 
-    if str(spec) not in TEACHERS and str(spec).endswith(".onnx"):
+    if str(spec) not in PRETRAINED and str(spec).endswith(".onnx"):
         return OnnxTeacher(resolve_file(spec))
     model, info = load_model(spec, arch)
     prep = teacher_preprocessing(preprocessing) or info.get("preprocessing")
     if prep is None:  # TorchScript records no preprocessing: the shared foreign teachers use ImageNet stats
-        prep = {"mean": list(STATS["imagenet"]["mean"]), "std": list(STATS["imagenet"]["std"])}
+        prep = dict(FOREIGN_PREPROCESSING)
     if info.get("num_classes") is None:
         with torch.no_grad():
             info["num_classes"] = int(model(torch.zeros(1, 3, 32, 32)).shape[1])
     return TorchTeacher(model, info, prep, bf16)
-
-
-def feature_hook(model: nn.Module, layer: str, store: dict, key: str):
-    """Register a forward hook storing `layer`'s output in store[key]; returns the handle."""
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        names = [n for n in modules if n and "." not in n]
-        raise Kd2EdgeError(f"no layer named {layer!r} in {type(model).__name__}; top-level layers: {', '.join(names)}")
-    return modules[layer].register_forward_hook(lambda m, a, out: store.__setitem__(key, out))
-
-
-DEFAULT_FEATURE_LAYER = {"CifarResNet": "layer3", "PlainCNN": "features", "MobileNetV2Cifar": "features",
-                         "RecursiveScriptModule": "layer3"}
-
-
-def default_feature_layer(model: nn.Module) -> str:
-    name = type(model).__name__
-    if name in DEFAULT_FEATURE_LAYER:
-        return DEFAULT_FEATURE_LAYER[name]
-    raise Kd2EdgeError(f"no default feature layer for {name}; set feature_layers: {{student: NAME, teacher: NAME}}")

@@ -1,52 +1,10 @@
-"""Export targets: a dict from target name to the module that converts, runs and annotates that format.
-
-Every target module has the same small surface (all heavy imports happen inside its functions):
-
-    RUNTIME, MODEL_FILE, LAYOUT      runtime name, model file/folder name, input layout of the artifact
-    PRECISIONS                       every precision it can produce; INT8 = the ones `--int8` adds
-    convert(model, preprocessing, path, precision, calib) -> {input, output, quantization, tool_versions}
-    run(path, x_uint8_nhwc, meta) -> (logits float32, check)   check: runtime | numpy-mil
-    embed_metadata(path, meta)       write the metadata into the model file where the format allows
-
-`model` is the PyTorch student taking normalized NCHW input; `deployable()` wraps it so the exported
-graph takes raw pixels (0..255) and normalizes them itself.
-"""
+"""The student as an exportable graph: raw pixels in (normalization baked in), and converter failures as one
+line naming the operator and the student's layer that uses it. `model` takes normalized NCHW input."""
 from __future__ import annotations
 
-import importlib
 import re
 
 from kd2edge import Kd2EdgeError
-
-TARGETS = {
-    "onnx": "kd2edge.targets.onnx",
-    "tflite": "kd2edge.targets.tflite",
-    "coreml": "kd2edge.targets.coreml",
-}
-ALL = "all"
-
-
-def get_target(name: str):
-    """The module of a target, e.g. get_target('onnx').convert(...)."""
-    if name not in TARGETS:
-        raise Kd2EdgeError(f"unknown target {name!r}; valid: {', '.join([*TARGETS, ALL])}")
-    return importlib.import_module(TARGETS[name])
-
-
-def expand(targets) -> list[str]:
-    """'all' -> every registered target; validates names; keeps order, drops repeats."""
-    if isinstance(targets, str):
-        targets = [targets]
-    names = []
-    for t in targets:
-        for n in (TARGETS if t == ALL else [t]):
-            if n not in TARGETS:
-                raise Kd2EdgeError(f"unknown target {n!r}; valid: {', '.join([*TARGETS, ALL])}")
-            if n not in names:
-                names.append(n)
-    if not names:
-        raise Kd2EdgeError(f"no target given; valid: {', '.join([*TARGETS, ALL])}")
-    return names
 
 
 def deployable(model, preprocessing: dict, channels_last: bool = True):

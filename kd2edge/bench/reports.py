@@ -2,13 +2,12 @@
 terminal table. No torch. Every write is atomic (temp file beside the target, then rename)."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import time
 from pathlib import Path
 
-from kd2edge.paths import write_json, write_text
+from kd2edge.files import write_json, write_text
 
 # CSV columns in order: device first (the key), then the artifact, latency, accuracy and drift.
 CSV_COLUMNS = [
@@ -26,21 +25,6 @@ TABLE = [("artifact", "artifact", "{}"), ("runtime", "runtime", "{}"), ("thr", "
          ("RSS MB", "peak_rss_mb", "{:.0f}"), ("top-1", "top1", "{:.2f}"), ("agree S", "agree_student", "{:.2f}"),
          ("Δ S", "delta_student", "{:+.2f}"), ("max|Δlogit|", "max_logit_diff", "{:.2g}"),
          ("agree T", "agree_teacher", "{:.2f}"), ("Δ T", "delta_teacher", "{:+.2f}")]
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True):
-    """A rich progress bar refreshed only between timed runs (callers call bar.refresh()), or None."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeRemainingColumn)
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True,
-                  auto_refresh=False) as bar:  # no refresh thread competing with the timed runs
-        yield bar
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:

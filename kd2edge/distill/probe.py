@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kd2edge.paths import atomic_write, location
+from kd2edge.files import atomic_write
+from kd2edge.locations import location
 
 
 def teacher_features(teacher, x: np.ndarray, cfg: dict, log=print, batch_size: int = 500) -> np.ndarray:
-    from kd2edge.teacher_cache import dataset_fingerprint
+    from kd2edge.distill.teacher_cache import dataset_fingerprint
 
     path = Path(cfg.get("cache_dir") or location("cache")) / "teacher_features" / \
         f"{teacher.sha256}-{'bf16' if teacher.bf16 else 'fp32'}-{dataset_fingerprint(x)[:16]}.npy"

@@ -1,7 +1,6 @@
-"""Outputs of a distillation run: checkpoint, history CSV, metrics JSON, plots, markdown summary; progress."""
+"""Outputs of a distillation run: checkpoint, history CSV, metrics JSON, plots, markdown summary; """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from pathlib import Path
@@ -9,35 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd2edge.paths import location, write_json, write_text
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool):
-    """Yields new_task(description, total) -> advance(n); rich bars with images/s and ETA."""
-    if not enabled:
-        yield lambda desc, total: (lambda n: None)
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:,.0f} img/s" if task.speed else "- img/s")
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                  TimeElapsedColumn(), TimeRemainingColumn()) as p:
-        def new_task(desc, total):
-            tid = p.add_task(desc, total=total)
-            return lambda n: p.advance(tid, n)
-
-        yield new_task
+from kd2edge.files import write_json, write_text
+from kd2edge.locations import location
 
 
 def teacher_eval_logits(teacher, x_val: np.ndarray, cfg: dict) -> np.ndarray:
     """The teacher's logits on the validation images, cached by teacher and image checksum."""
-    from kd2edge.teacher_cache import dataset_fingerprint
+    from kd2edge.distill.teacher_cache import dataset_fingerprint
 
     path = Path(cfg["cache_dir"] or location("cache")) / "teacher_eval" / \
         f"{teacher.cache_id}-{dataset_fingerprint(x_val)[:16]}.npy"
@@ -46,7 +23,7 @@ def teacher_eval_logits(teacher, x_val: np.ndarray, cfg: dict) -> np.ndarray:
     x = torch.from_numpy(x_val)
     out = torch.cat([teacher.logits(x[i:i + 500]) for i in range(0, len(x), 500)]).numpy().astype(np.float32)
     if cfg["cache"]:
-        from kd2edge.paths import atomic_write
+        from kd2edge.files import atomic_write
 
         atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), out))
     return out

@@ -4,19 +4,18 @@ activations, quantized torch-side with PT2E (the TFLite int8 quantizer, calibrat
 because calibrating activations on the ML program itself needs the macOS runtime.
 
 Input: float32 raw pixels 0..255, NHWC, batch 1. On macOS the artifact is verified with the CoreML
-runtime; elsewhere the saved ML program is evaluated op by op with numpy (kd2edge.mil_eval).
+runtime; elsewhere the saved ML program is evaluated op by op with numpy (kd2edge.export.mil_eval).
 """
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from kd2edge import Kd2EdgeError, require
-from kd2edge.targets import deployable, op_error, sample_input
+from kd2edge.export.graph import deployable, op_error, sample_input
 
 RUNTIME = "coreml"
 MODEL_FILE = "model.mlpackage"
@@ -40,7 +39,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
     if precision == "w8a8":
         # PT2E with folded int8 weights: coremltools' own torch quantizers need torch.ao APIs that
         # torch 2.14 removed; its frontend converts quantized_decomposed q/dq ops to MIL quantize/dequantize.
-        from kd2edge.targets.tflite import pt2e_int8
+        from kd2edge.export.tflite import pt2e_int8
 
         net, _ = pt2e_int8(net, x, calib, fold_quantize=True)
     try:
@@ -76,18 +75,19 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
             "tool_versions": {"coremltools": ct.__version__, "minimum_deployment_target": MIN_DEPLOYMENT}}
 
 
-def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
-    """On macOS the CoreML runtime (batch 1); elsewhere the numpy evaluation of the saved ML program."""
-    if platform.system() == "Darwin":
-        ct = require("coremltools", "export")
-        model = ct.models.MLModel(str(path))
-        out = [model.predict({"pixels": img[None].astype(np.float32)})["logits"] for img in x_uint8]
-        return np.concatenate(out).astype(np.float32), "runtime"
-    from kd2edge.mil_eval import evaluate_program
+def reference_session(path):
+    """Off macOS: a Session that evaluates the saved ML program with numpy (check `numpy-mil`)."""
+    from kd2edge.export.mil_eval import evaluate_program, load_program
+    from kd2edge.runtimes import Session
 
-    out = [evaluate_program(path, {"pixels": x_uint8[i:i + batch].astype(np.float32)})["logits"]
-           for i in range(0, len(x_uint8), batch)]
-    return np.concatenate(out).astype(np.float32), "numpy-mil"
+    ct = require("coremltools", "export")
+    program = load_program(path)
+
+    def run(x):
+        return evaluate_program(program, {"pixels": x})["logits"]
+
+    return Session("numpy-mil", ct.__version__, None, "pixels", [None, None, None, None], np.dtype(np.float32),
+                   "logits", np.dtype(np.float32), run)
 
 
 def embed_metadata(path, meta: dict) -> None:

@@ -137,13 +137,13 @@ def import_log(path, artifact=None, device_name: str | None = None, out="benchma
         raise Kd2EdgeError(f"cannot read {path}: {e}") from None
     meta = None
     if artifact is not None:
-        from kd2edge.bench import load_artifact
+        from kd2edge.artifact import read_folder
 
-        meta = load_artifact(artifact)["meta"]
+        meta = read_folder(artifact)["meta"]
     row = log_row(parse_log(text), meta, device_name)
     row["path"] = str(path)
     if write:
-        from kd2edge.bench_report import write_reports
+        from kd2edge.bench.reports import write_reports
 
         device = {k: row[k] for k in ("device_id", "cpu", "board", "arch", "cores", "isa", "os", "python")}
         write_reports([row], device, out, source=f"benchmark_model log {path.name}")

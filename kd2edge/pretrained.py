@@ -1,6 +1,9 @@
-"""Known pretrained teachers by name, found in the weights location or downloaded (needs internet).
+"""Known pretrained checkpoints by name (the shared CIFAR teachers), found in the weights location.
 
-    python -m kd2edge.teachers fetch cifar10-resnet56
+`path_of(name)` never downloads; `fetch(name)` does (needs internet), and is reached only explicitly:
+
+    python -m kd2edge.pretrained fetch cifar10-resnet56      (setup.sh)
+    kd2edge eval cifar10-resnet56 --download
 """
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ import sys
 from pathlib import Path
 
 from kd2edge import Kd2EdgeError
-from kd2edge.paths import location, sha256
+from kd2edge.files import atomic_write, sha256
+from kd2edge.locations import location
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 # name -> (arch, dataset, file under the weights location, url or None); the part of the file name after
 # the last '-' is the sha256 prefix a download must match
-TEACHERS = {
+PRETRAINED = {
     "cifar10-resnet20": ("resnet20", "cifar10", "cifar10/resnet20-12fca82f.th", AKAMASTER + "resnet20-12fca82f.th"),
     "cifar10-resnet32": ("resnet32", "cifar10", "cifar10/resnet32-d509ac18.th", AKAMASTER + "resnet32-d509ac18.th"),
     "cifar10-resnet44": ("resnet44", "cifar10", "cifar10/resnet44-014dd654.th", AKAMASTER + "resnet44-014dd654.th"),
@@ -22,19 +26,33 @@ TEACHERS = {
 }
 
 
+def arch_of(name) -> str | None:
+    """The architecture of a known name, None for anything else (e.g. a path)."""
+    return PRETRAINED[str(name)][0] if str(name) in PRETRAINED else None
+
+
+def path_of(name: str, weights_dir=None) -> Path:
+    """Path of a known checkpoint in the weights location; a clear error (never a download) when missing."""
+    if name not in PRETRAINED:
+        raise Kd2EdgeError(f"unknown pretrained name {name!r}; known: {', '.join(PRETRAINED)}")
+    path = location("weights", weights_dir) / PRETRAINED[name][2]
+    if not path.exists():
+        raise Kd2EdgeError(f"{name} not found at {path}; fetch it with `python -m kd2edge.pretrained fetch {name}` "
+                           "(needs internet), copy it there, or set KD2EDGE_WEIGHTS")
+    return path
+
+
 def fetch(name: str, weights_dir=None) -> Path:
-    """Path of a known teacher's checkpoint; downloaded into the weights location when missing."""
-    if name not in TEACHERS:
-        raise Kd2EdgeError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
-    arch, _, rel, url = TEACHERS[name]
+    """Path of a known checkpoint; downloaded into the weights location when missing."""
+    if name not in PRETRAINED:
+        raise Kd2EdgeError(f"unknown pretrained name {name!r}; known: {', '.join(PRETRAINED)}")
+    _, _, rel, url = PRETRAINED[name]
     path = location("weights", weights_dir) / rel
     if path.exists():
         return path
     if url is None:
         raise Kd2EdgeError(f"{path} not found and {name} has no public download; copy it there")
     import urllib.request
-
-    from kd2edge.paths import atomic_write
 
     try:
         atomic_write(path, lambda tmp: urllib.request.urlretrieve(url, tmp))
@@ -49,7 +67,7 @@ def fetch(name: str, weights_dir=None) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "fetch":
-        sys.exit("usage: python -m kd2edge.teachers fetch NAME")
+        sys.exit("usage: python -m kd2edge.pretrained fetch NAME")
     try:
         print(fetch(sys.argv[2]))
     except Kd2EdgeError as e:

@@ -3,11 +3,10 @@
 For each artifact folder (see docs/CONTRACTS.md: meta.json + model file + eval.npz) and thread count:
 load time, first inference, warmup, then repeated single-stream runs (mean/std/min/p50/p90/p99, the way
 TFLite's benchmark_model reports them), peak RSS and model size; then top-1 on the eval bundle and drift
-against the PyTorch student and teacher logits stored beside it. Reports: see `kd2edge.bench_report`.
+against the PyTorch student and teacher logits stored beside it. Reports: see `kd2edge.bench.reports`.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,72 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from kd2edge import Kd2EdgeError
-from kd2edge.metrics import agreement, latency_stats, sqnr_db, topk_accuracy
-from kd2edge.runtimes import TARGET_RUNTIME, RuntimeUnavailable, Session, load_session
-
-META_KEYS = ("format", "target", "runtime", "model_file", "precision", "input", "output")
-DEFAULT_MIN_RUNS, DEFAULT_MIN_SECONDS, MAX_SECONDS = 50, 1.0, 150.0  # benchmark_model's defaults
-EVAL_BATCH = 100
-
-
-def load_artifact(folder) -> dict:
-    """Read and check an artifact folder: {dir, name, meta, model_path, eval_path (None if absent)}."""
-    d = Path(folder).expanduser()
-    if not d.is_dir():
-        raise Kd2EdgeError(f"artifact folder not found: {d} (make one with `kd2edge export`)")
-    meta_path = d / "meta.json"
-    if not meta_path.is_file():
-        raise Kd2EdgeError(f"{d} has no meta.json: an artifact folder needs meta.json, the model file and eval.npz "
-                           "(see docs/CONTRACTS.md); re-create it with `kd2edge export`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise Kd2EdgeError(f"{meta_path} is not valid JSON ({e}); re-create it with `kd2edge export`") from None
-    missing = [k for k in META_KEYS if k not in meta]
-    if missing:
-        raise Kd2EdgeError(f"{meta_path} lacks {', '.join(missing)} (see docs/CONTRACTS.md); re-export the folder")
-    if meta["format"] != "kd2edge.artifact":
-        raise Kd2EdgeError(f"{meta_path}: format is {meta['format']!r}, expected 'kd2edge.artifact'")
-    if meta["runtime"] != TARGET_RUNTIME.get(meta["target"], meta["runtime"]):
-        raise Kd2EdgeError(f"{meta_path}: target {meta['target']} does not run on runtime {meta['runtime']}")
-    model_path = d / meta["model_file"]
-    if not model_path.exists():
-        raise Kd2EdgeError(f"{d}: meta.json names model file {meta['model_file']} but it is missing; "
-                           "copy the whole folder, or re-export it")
-    eval_path = d / "eval.npz"
-    return {"dir": d, "name": meta.get("name") or d.name, "meta": meta, "model_path": model_path,
-            "eval_path": eval_path if eval_path.is_file() else None}
-
-
-def load_eval(path: Path) -> dict:
-    try:
-        z = np.load(path, allow_pickle=False)
-        out = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise Kd2EdgeError(f"cannot read eval bundle {path}: {e}; re-export the artifact") from None
-    for k in ("x", "y"):
-        if k not in out:
-            raise Kd2EdgeError(f"{path} lacks array {k!r} (expected x, y, student_logits[, teacher_logits])")
-    return out
-
-
-def file_mb(path: Path) -> float:
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
-    return size / 2 ** 20
-
-
-# ---- input / output conversion ---------------------------------------------------------------------------------
-
-def quant_params(session: Session, meta: dict, which: str):
-    """(scale, zero_point) for `which` in (input, output): the metadata's, checked against the model's own."""
-    q = (meta.get("quantization") or {}).get(which)
-    from_meta = (float(q["scale"]), int(q["zero_point"])) if q else None
-    from_model = session.input_quant if which == "input" else session.output_quant
-    if from_meta and from_model and not (np.isclose(from_meta[0], from_model[0], rtol=1e-5)
-                                         and from_meta[1] == from_model[1]):
-        raise Kd2EdgeError(f"{meta.get('name')}: meta.json {which} quantization {from_meta} differs from the "
-                           f"model's {from_model}; the folder mixes files of two exports, re-export it")
-    return from_meta or from_model
+from kd2edge.artifact import model_size, open_session, read_eval, read_folder
+from kd2edge.metrics import agreement, sqnr_db, topk_accuracy
+from kd2edge.runtimes import RuntimeUnavailable, Session
+from kd2edge.timing import time_runs
 
 
 def check_images(x: np.ndarray, session: Session, meta: dict, where) -> None:
@@ -96,28 +33,6 @@ def check_images(x: np.ndarray, session: Session, meta: dict, where) -> None:
             raise Kd2EdgeError(
                 f"{where}: images are {'x'.join(map(str, hwc))} (HxWxC) but the model expects a {layout} input "
                 f"of shape {expected}; use an eval bundle / dataset of the model's input size")
-
-
-def to_model_input(x_nhwc: np.ndarray, session: Session, meta: dict, quant) -> np.ndarray:
-    """Raw 0..255 NHWC pixels -> the model's layout and dtype (quantized with `quant` for int8/uint8 I/O)."""
-    x = x_nhwc if meta["input"].get("layout", "NHWC") == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
-    dtype = session.input_dtype
-    if dtype.kind == "f":
-        return np.ascontiguousarray(x, dtype=dtype)
-    if quant:
-        info = np.iinfo(dtype)
-        q = np.round(x.astype(np.float32) / quant[0]) + quant[1]
-        return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
-    if dtype == np.uint8:
-        return np.ascontiguousarray(x, dtype=np.uint8)
-    raise Kd2EdgeError(f"{meta.get('name')}: {dtype} input without quantization parameters in meta.json or model")
-
-
-def to_logits(out: np.ndarray, quant) -> np.ndarray:
-    out = np.asarray(out)
-    if out.dtype.kind in "iu" and quant:
-        return (out.astype(np.float32) - quant[1]) * quant[0]
-    return out.astype(np.float32)
 
 
 # ---- measurements ------------------------------------------------------------------------------------------------
@@ -145,53 +60,6 @@ def peak_rss_mb() -> float | None:
         return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
-
-
-def time_runs(session: Session, x: np.ndarray, runs: int | None, seconds: float | None, warmup: int,
-              progress=None) -> dict:
-    """Warmup, then single-stream runs: exactly `runs`, or until `seconds`, or (neither) >= 50 runs and >= 1 s."""
-    for _ in range(warmup):
-        session.run(x)
-    min_runs = runs if runs is not None else (1 if seconds is not None else DEFAULT_MIN_RUNS)
-    min_s = seconds if seconds is not None else (0.0 if runs is not None else DEFAULT_MIN_SECONDS)
-    max_runs = runs if runs is not None and seconds is None else None
-    times, start = [], time.perf_counter()
-    task = progress.add_task("timing", total=max_runs or min_s) if progress else None
-    next_refresh = start
-    while True:
-        t = time.perf_counter()
-        session.run(x)
-        times.append(time.perf_counter() - t)
-        elapsed = t + times[-1] - start
-        if progress and t > next_refresh:  # redraw between runs, at most 5 times a second
-            progress.update(task, completed=len(times) if max_runs else min(elapsed, min_s), refresh=True)
-            next_refresh = t + 0.2
-        if (max_runs and len(times) >= max_runs) or (len(times) >= min_runs and elapsed >= min_s) \
-                or elapsed >= MAX_SECONDS:
-            break
-    if progress:
-        progress.remove_task(task)
-    return latency_stats(times)
-
-
-def predict(session: Session, x_model: np.ndarray, out_quant, progress=None) -> np.ndarray:
-    """Logits for all images, in batches of EVAL_BATCH (or the model's fixed batch, padding the last one)."""
-    n = len(x_model)
-    batch = session.fixed_batch or min(EVAL_BATCH, n)
-    outs = []
-    task = progress.add_task("eval", total=n) if progress else None
-    for i in range(0, n, batch):
-        chunk = x_model[i:i + batch]
-        size = len(chunk)
-        if session.fixed_batch and size < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - size, axis=0)])
-        session.resize(len(chunk))
-        outs.append(to_logits(session.run(chunk), out_quant).reshape(len(chunk), -1)[:size])
-        if progress:
-            progress.update(task, completed=i + size, refresh=True)
-    if progress:
-        progress.remove_task(task)
-    return np.concatenate(outs)
 
 
 def drift(logits: np.ndarray, y: np.ndarray, student: np.ndarray | None = None,
@@ -223,17 +91,27 @@ def _dataset_images(dataset: str, meta: dict, data_dir=None):
     return load_dataset(dataset, "test", data_dir)
 
 
+def _predict(session: Session, x: np.ndarray, progress) -> np.ndarray:
+    task = progress.task("eval", len(x))
+    try:
+        return session.predict(x, task)
+    finally:
+        task.done()
+
+
 # ---- the stage ---------------------------------------------------------------------------------------------------
 
 def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | None = None,
               seconds: float | None = None, warmup: int = 10, dataset=None, progress=None) -> dict:
+    from kd2edge.progress import Bars
+
+    progress = progress or Bars()
     meta = artifact["meta"]
     notes = [] if reset_peak_rss() else ["peak RSS is the process's peak so far (cannot be reset here)"]
     t = time.perf_counter()
-    session = load_session(meta["runtime"], artifact["model_path"], threads)
+    session = open_session(artifact, threads)
     load_ms = (time.perf_counter() - t) * 1000
-    in_q, out_q = quant_params(session, meta, "input"), quant_params(session, meta, "output")
-    ev = load_eval(artifact["eval_path"]) if artifact["eval_path"] else None
+    ev = read_eval(artifact["eval_path"]) if artifact["eval_path"] else None
     notes += session.notes
     if ev is not None:
         check_images(ev["x"], session, meta, artifact["eval_path"])
@@ -245,7 +123,7 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
         shape = [d or 32 for d in (meta["input"].get("shape") or [None, 32, 32, 3])]
         hwc = shape[1:] if meta["input"].get("layout", "NHWC") == "NHWC" else [shape[2], shape[3], shape[1]]
         pixels = np.random.default_rng(0).integers(0, 256, (batch, *hwc), dtype=np.uint8)
-    x = to_model_input(pixels, session, meta, in_q)
+    x = session.prepare(pixels)
     session.resize(batch)  # a fixed-batch model refuses any other batch here, with the fix in the message
     t = time.perf_counter()
     try:
@@ -257,20 +135,20 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
     k = int(np.asarray(out).reshape(batch, -1).shape[1])
     row = {"artifact": artifact["name"], "target": meta["target"], "precision": meta["precision"],
            "runtime": session.runtime, "runtime_version": session.version,
-           "threads": session.threads, "batch": batch, "model_mb": file_mb(artifact["model_path"]),
+           "threads": session.threads, "batch": batch, "model_mb": model_size(artifact["model_path"]) / 2 ** 20,
            "load_ms": load_ms, "first_ms": first_ms, "warmup": warmup}
-    row.update(time_runs(session, x, runs, seconds, warmup, progress))
+    row.update(time_runs(session.run, x, runs, seconds, warmup, progress))
     if ev is not None:
         for key in ("student_logits", "teacher_logits"):
             if key in ev and ev[key].shape[1:] != (k,):
                 raise Kd2EdgeError(f"{artifact['eval_path']}: {key} has shape {ev[key].shape} but the model "
                                    f"outputs {k} classes; the bundle belongs to another model, re-export it")
-        logits = predict(session, to_model_input(ev["x"], session, meta, in_q), out_q, progress)
+        logits = _predict(session, ev["x"], progress)
         row.update(drift(logits, ev["y"].astype(np.int64), ev.get("student_logits"), ev.get("teacher_logits")))
     if dataset is not None:
         ds = _dataset_images(str(dataset), meta)
         check_images(ds.x, session, meta, dataset)
-        logits = predict(session, to_model_input(ds.x, session, meta, in_q), out_q, progress)
+        logits = _predict(session, ds.x, progress)
         if logits.shape[1] < ds.num_classes:
             raise Kd2EdgeError(f"{dataset} has {ds.num_classes} classes but the model outputs {logits.shape[1]}")
         row.update(dataset=str(dataset), dataset_n=len(ds), dataset_top1=topk_accuracy(logits, ds.y, 1))
@@ -283,7 +161,7 @@ def skipped_row(artifact: dict, threads, batch: int, reason: str) -> dict:
     meta = artifact["meta"]
     return {"artifact": artifact["name"], "target": meta["target"], "precision": meta["precision"],
             "runtime": meta["runtime"], "runtime_version": None, "threads": threads, "batch": batch,
-            "model_mb": file_mb(artifact["model_path"]), "status": "skipped", "note": reason,
+            "model_mb": model_size(artifact["model_path"]) / 2 ** 20, "status": "skipped", "note": reason,
             "path": str(artifact["dir"]), **{k: None for k in ("load_ms", "first_ms", "runs", "mean_ms", "std_ms",
                                                                 "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms")}}
 
@@ -293,8 +171,9 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
           progress: bool = True) -> list[dict]:
     """Benchmark artifact folders; one row per (artifact, thread count). `threads`: None (all cores), an int or
     a list of ints. Rows carry the device fingerprint; with `write`, JSON + CSV (+ PNG) go to `out`."""
-    from kd2edge.bench_report import progress_bar, write_reports
-    from kd2edge.device import fingerprint
+    from kd2edge.bench.fingerprint import fingerprint
+    from kd2edge.bench.reports import write_reports
+    from kd2edge.progress import progress_bars
 
     if isinstance(artifacts, (str, Path)):
         artifacts = [artifacts]
@@ -305,16 +184,16 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
     thread_list = threads if isinstance(threads, (list, tuple)) else [threads]
     if any(t is not None and int(t) < 1 for t in thread_list):
         raise Kd2EdgeError(f"--threads must be >= 1, got {thread_list}")
-    loaded = [load_artifact(a) for a in artifacts]  # check every folder before measuring anything
+    loaded = [read_folder(a) for a in artifacts]  # check every folder before measuring anything
     device = fingerprint()
     rows = []
-    with progress_bar(progress) as bar:
+    # no refresh thread competing with the timed runs: bars are redrawn between runs only
+    with progress_bars(progress, auto_refresh=False) as bars:
         for art in loaded:
             for t in thread_list:
-                if bar:
-                    bar.console.print(f"bench {art['name']} threads={t or 'all'} batch={batch}", highlight=False)
+                bars.print(f"bench {art['name']} threads={t or 'all'} batch={batch}")
                 try:
-                    row = bench_one(art, t, batch, runs, seconds, warmup, dataset, bar)
+                    row = bench_one(art, t, batch, runs, seconds, warmup, dataset, bars)
                 except RuntimeUnavailable as e:  # e.g. CoreML on Linux: bench the others, say why this one not
                     if len(loaded) == 1:
                         raise

@@ -1,14 +1,4 @@
-"""Where data, weights, exports and reports live.
-
-Each location resolves in this order: the command-line flag, the environment variable, the default
-folder under the current directory.
-
-| what    | flag        | environment variable | default      |
-|---------|-------------|----------------------|--------------|
-| data    | --data-dir  | KD2EDGE_DATA         | ./data       |
-| weights | --weights   | KD2EDGE_WEIGHTS      | ./models     |
-| cache   |             | KD2EDGE_CACHE        | ./.cache     |
-"""
+"""Files written safely and read with one-line errors: atomic writes, JSON, YAML mappings, checksums."""
 from __future__ import annotations
 
 import hashlib
@@ -18,30 +8,6 @@ import tempfile
 from pathlib import Path
 
 from kd2edge import Kd2EdgeError
-
-ENV = {"data": "KD2EDGE_DATA", "weights": "KD2EDGE_WEIGHTS", "cache": "KD2EDGE_CACHE"}
-DEFAULT = {"data": "data", "weights": "models", "cache": ".cache"}
-
-
-def location(kind: str, flag: str | os.PathLike | None = None) -> Path:
-    """Resolve a location: flag, then environment variable, then the default folder."""
-    if flag:
-        return Path(flag).expanduser()
-    env = os.environ.get(ENV[kind])
-    return Path(env).expanduser() if env else Path(DEFAULT[kind])
-
-
-def resolve_file(path: str | os.PathLike, kind: str = "weights") -> Path:
-    """A file given as a path, or relative to the weights location (e.g. `cifar10/resnet56-4bfd9763.th`)."""
-    p = Path(path).expanduser()
-    if p.exists():
-        return p
-    if p.is_absolute():
-        raise Kd2EdgeError(f"file not found: {path}")
-    q = location(kind) / p
-    if q.exists():
-        return q
-    raise Kd2EdgeError(f"file not found: {path} (also looked in {q}; set {ENV[kind]} or pass a full path)")
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -76,10 +42,10 @@ def write_text(path, text: str) -> Path:
 
 
 def write_json(path, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, default=jsonable) + "\n")
 
 
-def _jsonable(o):
+def jsonable(o):
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):
@@ -101,3 +67,13 @@ def read_yaml_mapping(path, hint: str = "") -> dict:
     if not isinstance(data, dict):
         raise Kd2EdgeError(f"config file {p} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def parse_assignment(assignment: str) -> tuple[str, object]:
+    """`key=value` (as `--set` takes it) -> (key, value parsed as YAML)."""
+    import yaml
+
+    if "=" not in assignment:
+        raise Kd2EdgeError(f"--set expects key=value (e.g. epochs=3), got {assignment!r}")
+    key, value = assignment.split("=", 1)
+    return key.strip(), yaml.safe_load(value)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from kd2edge import Kd2EdgeError, require
-from kd2edge.targets import deployable, op_error, sample_input
+from kd2edge.export.graph import deployable, op_error, sample_input
 
 RUNTIME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -95,24 +95,6 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
             "quantization": quantization,
             "tool_versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                               "onnxsim": onnxsim.__version__, "opset": OPSET}}
-
-
-def session(path, threads: int | None = None):
-    ort = require("onnxruntime", "device")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run(path, x_uint8, meta: dict | None = None, batch: int = 250):
-    import numpy as np
-
-    sess = session(path)
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x_uint8[i:i + batch].astype(np.float32)})[0] for i in range(0, len(x_uint8), batch)]
-    return np.concatenate(out).astype(np.float32), "runtime"
 
 
 def embed_metadata(path, meta: dict) -> None:

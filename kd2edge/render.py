@@ -1,6 +1,7 @@
 """A report as a list of blocks, rendered to Markdown and to a standalone HTML page.
 
-Blocks: ("h", text), ("p", text), ("table", columns, rows), ("img", path relative to the report, caption).
+Blocks: ("h", text), ("p", text), ("table", columns, rows: dicts keyed by column), ("img", path relative to
+the report, caption).
 Numbers are formatted once (`fmt`) so the Markdown and the HTML show the same digits as the JSON rounding.
 """
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from kd2edge.paths import write_text
+from kd2edge.files import write_text
 
 
 def fmt(v, digits: int = 2) -> str:
@@ -34,7 +35,7 @@ def to_markdown(title: str, blocks: list[tuple]) -> str:
             cols, rows = b[1], b[2]
             out.append("| " + " | ".join(cols) + " |")
             out.append("|" + "|".join("---" for _ in cols) + "|")
-            out += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+            out += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
             out.append("")
         elif b[0] == "img":
             out += [f"![{b[2]}]({b[1]})", ""]
@@ -51,7 +52,7 @@ def to_html(title: str, blocks: list[tuple]) -> str:
             body.append(f"<p>{e(b[1])}</p>")
         elif b[0] == "table":
             head = "".join(f"<th>{e(c)}</th>" for c in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{e(fmt(v))}</td>" for v in r) + "</tr>" for r in b[2])
+            rows = "".join("<tr>" + "".join(f"<td>{e(fmt(r.get(c)))}</td>" for c in b[1]) + "</tr>" for r in b[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif b[0] == "img":
             body.append(f'<figure><img src="{e(b[1])}" alt="{e(b[2])}"><figcaption>{e(b[2])}</figcaption></figure>')

@@ -218,17 +218,3 @@ def evaluate_program(path_or_program, inputs: dict, function: str = "main") -> d
         for var, val in zip(op.outputs, outs):
             env[var.name] = np.asarray(val)
     return {v.name: env[v.name] for v in fn.outputs}
-
-
-def describe(path) -> dict:
-    """What the spec says: inputs, outputs, op counts, weight bytes (the check that needs no evaluation)."""
-    import collections
-
-    program = load_program(path)
-    fn = program.functions["main"]
-    weights = Path(path) / "Data/com.apple.CoreML/weights"
-    return {"inputs": {k: [int(s) if isinstance(s, (int, np.integer)) else str(s) for s in v.shape]
-                       for k, v in fn.inputs.items()},
-            "outputs": [v.name for v in fn.outputs],
-            "ops": dict(collections.Counter(op.op_type for op in fn.operations)),
-            "weight_bytes": sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())}

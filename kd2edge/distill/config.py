@@ -1,0 +1,94 @@
+"""The distill config: every key with its default (DEFAULTS), resolved and validated once.
+
+    cfg = resolve_config(load_config_file("x.yaml"), method="kd", epochs=5)
+
+A method's own keys (beta for dkd, feature_weight for hybrid, ...) and their defaults come from its CONFIG
+(kd2edge.distill.methods); the names of methods, LR schedules and optimizers from their registries.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kd2edge import Kd2EdgeError
+from kd2edge.distill.loop import OPTIMIZERS
+from kd2edge.distill.methods import METHODS, method_defaults
+from kd2edge.distill.schedules import LR_SCHEDULES, check_value_schedule
+from kd2edge.files import parse_assignment
+
+DEFAULTS = {
+    "teacher": None, "teacher_arch": None, "teacher_preprocessing": None, "teacher_bf16": False,
+    "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
+    "method": "kd",
+    "epochs": 10, "batch_size": 256, "lr": None, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
+    "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.0,
+    "T": 4.0, "alpha": 0.9, **method_defaults(),
+    "dataset": "cifar10", "data_dir": None, "limit_train": None, "limit_val": None,
+    "labeled_fraction": 1.0, "unlabeled": None, "adapt": None,
+    "seed": 0, "deterministic": False, "out": None, "resume": False, "overwrite": False,
+    "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True,
+    "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
+    "latency": True, "val_every": 1,
+}
+# Keys that may differ between a run and its resumption.
+RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
+               "val_every"}
+
+
+def _choice(cfg: dict, key: str, registry) -> None:
+    if cfg[key] not in registry:
+        raise Kd2EdgeError(f"unknown {key} {cfg[key]!r}; valid: {', '.join(registry)}")
+
+
+def resolve_config(config: dict | None = None, **overrides) -> dict:
+    """DEFAULTS <- config <- overrides (None values in overrides are ignored); validated."""
+    cfg = dict(DEFAULTS)
+    for src in (config or {}, {k: v for k, v in overrides.items() if v is not None}):
+        unknown = sorted(set(src) - set(DEFAULTS))
+        if unknown:
+            raise Kd2EdgeError(f"unknown distill config key(s): {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
+        cfg.update(src)
+    _choice(cfg, "method", METHODS)
+    _choice(cfg, "optimizer", OPTIMIZERS)
+    _choice(cfg, "schedule", LR_SCHEDULES)
+    needs_teacher = METHODS[cfg["method"]].needs_teacher
+    if needs_teacher and not cfg["teacher"]:
+        raise Kd2EdgeError(f"method {cfg['method']!r} needs a teacher: pass --teacher CKPT|NAME|FILE.onnx "
+                           "(or use --method ce for the hard-label baseline)")
+    for key in ("epochs", "batch_size", "val_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise Kd2EdgeError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
+        raise Kd2EdgeError(f"labeled_fraction must be in [0, 1], got {cfg['labeled_fraction']}")
+    if not needs_teacher and float(cfg["labeled_fraction"]) == 0.0:
+        raise Kd2EdgeError(f"method {cfg['method']} with labeled_fraction 0 has nothing to learn from; use a KD method")
+    if cfg["adapt"] not in (None, "probe"):
+        raise Kd2EdgeError(f"unknown adapt {cfg['adapt']!r}; valid: probe")
+    if cfg["amp"] not in ("auto", True, False):
+        raise Kd2EdgeError(f"amp must be auto, true or false, got {cfg['amp']!r}")
+    cfg = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in cfg.items()}
+    cfg["T"] = check_value_schedule(cfg["T"], "T")
+    cfg["alpha"] = check_value_schedule(cfg["alpha"], "alpha")
+    cfg["lr"] = float(cfg["lr"] if cfg["lr"] is not None else OPTIMIZERS[cfg["optimizer"]][1])
+    cfg["student_kwargs"] = dict(cfg["student_kwargs"] or {})
+    if cfg["out"] is None:
+        cfg["out"] = str(Path("runs") / "distill" / f"{cfg['student']}-{cfg['method']}-{Path(str(cfg['dataset'])).stem}"
+                         f"-s{cfg['seed']}")
+    return cfg
+
+
+def load_config_file(path) -> dict:
+    """The distill keys of a YAML file: its mapping, or its `distill:` section."""
+    from kd2edge.files import read_yaml_mapping
+
+    data = {k.replace("-", "_"): v for k, v in read_yaml_mapping(path).items()}
+    return data.get("distill", data) if isinstance(data.get("distill"), dict) else data
+
+
+def apply_sets(config: dict, assignments) -> dict:
+    """`config` with each `key=value` of `--set` applied (the value parsed as YAML)."""
+    out = dict(config)
+    for a in assignments:
+        key, value = parse_assignment(a)
+        out[key.replace("-", "_")] = value
+    return out

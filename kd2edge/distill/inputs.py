@@ -1,0 +1,141 @@
+"""What one distillation trains with, from its resolved config: where (Env), on which images (label budget,
+unlabeled images), from which teacher (adapted by a linear probe when its classes differ) and which
+student (fresh, or warm-started from a checkpoint)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kd2edge import Kd2EdgeError
+from kd2edge.batches import Normalizer
+from kd2edge.data import load_dataset, stats_for
+from kd2edge.distill.loop import Env
+from kd2edge.distill.methods import METHODS
+
+
+def setup_device(cfg: dict) -> Env:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = cfg["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    if cfg["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    amp = cfg["amp"]
+    if amp == "auto":  # bf16 autocast on CPUs with native bf16 (AVX-512 BF16 / AMX), fp16 AMP on CUDA
+        amp = device == "cuda" or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return Env(device, world, rank, bool(amp))
+
+
+def load_data(cfg: dict):
+    train = load_dataset(str(cfg["dataset"]), "train", cfg["data_dir"])
+    val = load_dataset(str(cfg["dataset"]), "test", cfg["data_dir"], limit=cfg["limit_val"])
+    x_full = train.x
+    n = min(cfg["limit_train"] or len(train), len(train))
+    x, y = train.x[:n], train.y[:n]
+    lab = labeled_mask(y, float(cfg["labeled_fraction"]), cfg["seed"])
+    if cfg["unlabeled"]:
+        extra = load_dataset(str(cfg["unlabeled"]), "train", cfg["data_dir"])
+        if extra.x.shape[1:] != x.shape[1:]:
+            raise Kd2EdgeError(f"unlabeled images {extra.x.shape[1:]} differ in size from {x.shape[1:]}")
+        x_full = x = np.concatenate([x, extra.x])
+        y = np.concatenate([y, np.zeros(len(extra), dtype=np.int64)])
+        lab = np.concatenate([lab, np.zeros(len(extra), dtype=bool)])
+    if not METHODS[cfg["method"]].needs_teacher:  # the baseline trains on the labeled images only
+        x, y, lab = x[lab], y[lab], lab[lab]
+    return train, val, x_full, x, y, lab
+
+
+def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, lab: np.ndarray, val, log):
+    """Load the teacher; adapt it with a linear probe when its classes differ (and adapt=probe)."""
+    from kd2edge.distill.teacher import load_teacher
+
+    teacher = load_teacher(cfg["teacher"], cfg["teacher_arch"], cfg["teacher_bf16"], cfg["teacher_preprocessing"])
+    probe = None
+    if teacher.num_classes != train.num_classes:
+        if cfg["adapt"] != "probe":
+            raise Kd2EdgeError(
+                f"teacher has {teacher.num_classes} classes but {train.name} has {train.num_classes}; pass "
+                "--set adapt=probe to fit a linear probe on the teacher's frozen penultimate features first, "
+                "or use a teacher trained on this dataset")
+        from kd2edge.distill.probe import fit_probe
+
+        probe = fit_probe(teacher, x_train[lab], y_train[lab], val.x, val.y, train.num_classes, cfg, log)
+        teacher.set_head(probe.pop("head"))
+    return teacher, probe
+
+
+def make_student(cfg: dict, num_classes: int, dataset: str, device: str):
+    """The student and its normalization: fresh from the zoo (dataset stats), or warm-started from
+    `student_init`, a checkpoint (native, or foreign of arch `student_init_arch`) whose preprocessing is kept.
+    Same arch: loaded strictly. A deeper net of the same family (resnet20 -> resnet14): every student tensor
+    is copied from the tensor of the same name, i.e. the first blocks of each stage (DistilBERT-style
+    initialization from the teacher's layers); any student tensor without a match is an error."""
+    from kd2edge.checkpoint import load_model
+    from kd2edge.zoo import create_model
+
+    torch.manual_seed(cfg["seed"])
+    student = create_model(cfg["student"], num_classes, **cfg["student_kwargs"])
+    stats, init = stats_for(dataset), None
+    if cfg["student_init"]:
+        from kd2edge.pretrained import arch_of
+
+        arch = cfg["student_init_arch"] or arch_of(cfg["student_init"]) or cfg["student"]  # e.g. cifar10-resnet20
+        model, info = load_model(cfg["student_init"], arch, num_classes,
+                                 cfg["student_kwargs"] if arch == cfg["student"] else None)
+        if info["source"] == "torchscript":
+            raise Kd2EdgeError(f"student_init {cfg['student_init']} is TorchScript; give a state-dict checkpoint")
+        src, own = model.state_dict(), student.state_dict()
+        bad = [k for k, v in own.items() if k not in src or src[k].shape != v.shape]
+        if bad:
+            raise Kd2EdgeError(f"student_init {cfg['student_init']} ({info['arch']}) does not cover student "
+                               f"{cfg['student']}: no tensor of the same name and shape for {len(bad)} of "
+                               f"{len(own)} ({', '.join(bad[:3])}); use a checkpoint of the student's family")
+        student.load_state_dict({k: src[k] for k in own})
+        pre = info.get("preprocessing") or {}
+        stats = {"mean": pre.get("mean", stats["mean"]), "std": pre.get("std", stats["std"])}
+        init = {"path": info["path"], "sha256": info["sha256"], "arch": info["arch"],
+                "tensors_copied": len(own), "tensors_in_init": len(src)}
+    student = student.to(device)
+    if cfg["channels_last"]:
+        student = student.to(memory_format=torch.channels_last)
+    return student, stats, init
+
+
+def labeled_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A class-stratified random subset of `fraction` of the samples, fixed by `seed`."""
+    mask = np.zeros(len(y), dtype=bool)
+    if fraction >= 1.0:
+        mask[:] = True
+        return mask
+    rng = np.random.default_rng(seed + 7919)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        mask[rng.permutation(idx)[: int(round(fraction * len(idx)))]] = True
+    return mask
+
+
+def teacher_source(cfg: dict, teacher, env: Env, x_full: np.ndarray, dataset_name: str):
+    """Where teacher logits come from: the on-disk cache, or the live teacher (no cache, or a feature
+    method, which needs the teacher's activations of every batch)."""
+    from kd2edge.distill.teacher_cache import LiveTeacher, TeacherCache
+
+    if not cfg["cache"] or METHODS[cfg["method"]].needs_features:
+        return LiveTeacher(teacher, cfg["pad"], cfg["flip"])
+    if env.world > 1 and env.rank != 0:
+        torch.distributed.barrier()  # rank 0 creates the cache folder first
+    name = dataset_name if not cfg["unlabeled"] else f"{dataset_name}+{cfg['unlabeled']}"
+    source = TeacherCache(teacher, x_full, name, cfg["views_per_image"], cfg["pad"], cfg["flip"], cfg["cache_dir"])
+    if env.world > 1 and env.rank == 0:
+        torch.distributed.barrier()
+    return source

@@ -1,0 +1,150 @@
+"""The distillation training loop: whole-tensor batches from in-memory uint8 images (kd2edge.batches),
+teacher logits from the cache or the live teacher, one optimizer step per batch.
+
+Determinism: the batch order and the per-image view choice of epoch e come from generators seeded with
+(seed, e), so a run resumed at an epoch boundary replays exactly what an uninterrupted run does.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kd2edge.batches import Normalizer, apply_views, iterate, num_views
+from kd2edge.distill.schedules import lr_multiplier, value_at
+
+
+def _sgd(params, cfg: dict):
+    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                           weight_decay=cfg["weight_decay"])
+
+
+def _adamw(params, cfg: dict):
+    return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+# name -> (factory(params, cfg), default lr)
+OPTIMIZERS = {"sgd": (_sgd, 0.1), "adamw": (_adamw, 2e-3)}
+
+
+def make_optimizer(params, cfg: dict):
+    return OPTIMIZERS[cfg["optimizer"]][0](params, cfg)
+
+
+@dataclass
+class Env:
+    """Where a run trains: device, DDP world and rank, mixed precision."""
+    device: str = "cpu"
+    world: int = 1
+    rank: int = 0
+    amp: bool = False
+
+    def __post_init__(self):
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.device == "cuda" else None
+
+
+class TrainSet(NamedTuple):
+    """The training images (uint8 NHWC), labels and the labeled mask (label budget / unlabeled images)."""
+    x: torch.Tensor
+    y: torch.Tensor
+    labeled: torch.Tensor
+
+
+def epoch_generators(seed: int, epoch: int):
+    return (torch.Generator().manual_seed(seed * 1_000_003 + 2 * epoch),
+            torch.Generator().manual_seed(seed * 1_000_003 + 2 * epoch + 1))
+
+
+def autocast(device: str, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16)
+
+
+def local_batch(cfg: dict, env: Env) -> int:
+    return max(1, cfg["batch_size"] // env.world)
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    per_rank = n // world
+    return max(1, per_rank // batch_size) if per_rank >= batch_size else 1
+
+
+def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer, method, source, optimizer,
+                data: TrainSet, progress=None) -> dict:
+    """One epoch. `student` may be DDP-wrapped; `source` gives teacher logits (TeacherCache, LiveTeacher or
+    None for ce); `progress(n)` is called after each batch of n local images."""
+    n, bs, device = len(data.y), local_batch(cfg, env), env.device
+    steps = steps_per_epoch(n, bs, env.world)
+    order_gen, view_gen = epoch_generators(cfg["seed"], epoch)
+    num_slots = source.p if source is not None else num_views(cfg["pad"], cfg["flip"])
+    slots = torch.randint(0, num_slots, (n,), generator=view_gen)
+    T = value_at(cfg["T"], epoch, cfg["epochs"])
+    alpha = value_at(cfg["alpha"], epoch, cfg["epochs"])
+    total_steps = cfg["epochs"] * steps
+    student.train()
+    method.train()
+    sums, count, correct, teacher_s = {"loss": 0.0}, 0, 0, 0.0
+    t0 = time.perf_counter()
+    drop_last = n // env.world >= bs
+    for step, idx in enumerate(iterate(n, bs, True, order_gen, drop_last, env.rank, env.world)):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg["lr"] * lr_multiplier(cfg["schedule"], epoch * steps + step, total_steps)
+        slot = slots[idx]
+        views = source.views(idx, slot) if source is not None else slot
+        xb = apply_views(data.x[idx], views, cfg["pad"]) if cfg["augment"] else data.x[idx]
+        t_logits = None
+        tt = time.perf_counter()
+        if method.needs_teacher:  # the live teacher of a feature method also fills the method's hooks
+            t_logits = source.logits(idx, slot, xb)
+        teacher_s += time.perf_counter() - tt
+        with autocast(device, env.amp):
+            s_logits = student(normalizer(xb.to(device, non_blocking=True)))
+        feats = method.features(device) if method.needs_features else None
+        yb, lb = data.y[idx].to(device), data.labeled[idx].to(device)
+        loss, parts = method(s_logits.float(), None if t_logits is None else t_logits.to(device), yb, lb, T, alpha,
+                             feats)
+        optimizer.zero_grad(set_to_none=True)
+        if env.scaler is not None:
+            env.scaler.scale(loss).backward()
+            env.scaler.step(optimizer)
+            env.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        b = len(idx)
+        count += b
+        sums["loss"] += float(loss.detach()) * b
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * b
+        correct += int((s_logits.detach().argmax(1) == yb).sum())
+        if progress:
+            progress(b)
+    source is not None and source.flush()
+    elapsed = time.perf_counter() - t0
+    out = {"epoch": epoch + 1, "T": T, "alpha": alpha, "lr_end": optimizer.param_groups[0]["lr"],
+           "train_images": count * env.world, "train_seconds": elapsed,
+           "train_ips": count * env.world / elapsed if elapsed else 0.0,
+           "teacher_seconds": teacher_s, "train_top1": 100.0 * correct / max(count, 1)}
+    out.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
+    return out
+
+
+@torch.no_grad()
+def predict_logits(model, normalizer: Normalizer, x: torch.Tensor, device: str = "cpu",
+                   batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    outs = [model(normalizer(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+def validate(student, normalizer, x_val: torch.Tensor, y_val: torch.Tensor, device: str = "cpu") -> tuple[dict, np.ndarray]:
+    logits = predict_logits(student, normalizer, x_val, device)
+    loss = float(F.cross_entropy(logits, y_val))
+    top1 = float((logits.argmax(1) == y_val).float().mean() * 100)
+    return {"val_loss": loss, "val_top1": top1}, logits.numpy()

@@ -1,0 +1,135 @@
+"""`kd2edge distill`: train a compact student from a teacher (or from hard labels, method "ce").
+
+    from kd2edge.distill import distill
+    result = distill({"teacher": "cifar10-resnet56", "student": "resnet8", "method": "kd", "epochs": 5})
+    # -> {"checkpoint": ".../student.pt", "run_dir": "...", "metrics": {"best": {...}, "last": {...}}}
+
+The run folder is built in `<out>.partial/` (a resumable state after every epoch, written atomically)
+and renamed to `<out>` when training ends. Outputs: student.pt (native checkpoint), config.json, history.csv,
+metrics.json, curves.png, confusion.png, summary.md. Every config key: kd2edge.distill.config.DEFAULTS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from kd2edge import Kd2EdgeError
+from kd2edge.batches import Normalizer
+from kd2edge.distill.config import RESUME_FREE, resolve_config
+from kd2edge.distill.inputs import build_teacher, load_data, make_student, setup_device, teacher_source
+from kd2edge.distill.loop import TrainSet, local_batch, make_optimizer, steps_per_epoch, train_epoch, validate
+from kd2edge.distill.methods import METHODS
+from kd2edge.files import atomic_write
+
+
+def distill(config: dict | None = None, **overrides) -> dict:
+    """Run a distillation; returns {"checkpoint", "run_dir", "metrics"}. See the module docstring."""
+    cfg = resolve_config(config, **overrides)
+    out = Path(cfg["out"])
+    if out.exists():
+        if cfg["resume"] and (out / "metrics.json").exists():
+            return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
+                    "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
+        if not cfg["overwrite"]:
+            raise Kd2EdgeError(f"{out} already exists; pass --overwrite to replace it, --resume to reuse it, "
+                               "or choose another --out")
+    return train(cfg)
+
+
+def train(cfg: dict) -> dict:
+    """Train from a resolved config into `<out>.partial/`, then write the outputs and rename it to `<out>`."""
+    from kd2edge.distill.outputs import teacher_eval_logits, write_outputs
+    from kd2edge.progress import progress_bars
+
+    env = setup_device(cfg)
+    rank0 = env.rank == 0
+    log = (lambda m: print(m, flush=True)) if rank0 and cfg["progress"] else (lambda m: None)
+    out = Path(cfg["out"])
+    partial = out.with_name(out.name + ".partial")
+    train_ds, val, x_full, x_np, y_np, lab_np = load_data(cfg)
+    teacher, probe, source = None, None, None
+    if METHODS[cfg["method"]].needs_teacher:
+        teacher, probe = build_teacher(cfg, train_ds, x_np, y_np, lab_np, val, log)
+        source = teacher_source(cfg, teacher, env, x_full, train_ds.name)
+    student, stats, init = make_student(cfg, train_ds.num_classes, train_ds.name, env.device)
+    method = METHODS[cfg["method"]].from_config(cfg, student, teacher, env.device).to(env.device)
+    normalizer = Normalizer(stats["mean"], stats["std"], channels_last=True).to(env.device)
+    model = torch.nn.parallel.DistributedDataParallel(student) if env.world > 1 else student
+    optimizer = make_optimizer(list(student.parameters()) + list(method.parameters()), cfg)
+    data = TrainSet(torch.from_numpy(x_np), torch.from_numpy(y_np), torch.from_numpy(lab_np))
+    history, start, best = [], 0, None
+    state = load_state(partial / "state.pt", cfg) if cfg["resume"] else None
+    if state is not None:
+        student.load_state_dict(state["student"])
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start, best = state["history"], state["epoch"], state["best"]
+        log(f"resuming {partial} after epoch {start}")
+    elif rank0:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+    x_val, y_val = torch.from_numpy(val.x), torch.from_numpy(val.y)
+    images_per_epoch = steps_per_epoch(len(data.y), local_batch(cfg, env), env.world) * local_batch(cfg, env) * env.world
+    with progress_bars(rank0 and cfg["progress"]) as bars:
+        for epoch in range(start, cfg["epochs"]):
+            task = bars.task(f"epoch {epoch + 1}/{cfg['epochs']}", images_per_epoch, unit="img")
+            row = train_epoch(epoch, cfg, env, model, normalizer, method, source, optimizer, data,
+                              lambda b: task.advance(b * env.world))
+            task.done()
+            if (epoch + 1) % cfg["val_every"] == 0 or epoch + 1 == cfg["epochs"]:
+                row.update(validate(student, normalizer, x_val, y_val, env.device)[0])
+            if source is not None:
+                row.update({"cache_hits": source.hits, "cache_misses": source.misses})
+            history.append(row)
+            if "val_top1" in row and (best is None or row["val_top1"] > best["val_top1"]):
+                best = dict(row)
+            if rank0:
+                save_state(partial / "state.pt", {"student": student.state_dict(), "method": method.state_dict(),
+                                                  "optimizer": optimizer.state_dict(), "history": history,
+                                                  "epoch": epoch + 1, "best": best, "config": cfg})
+                shown = f" val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
+                log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}{shown} ({row['train_ips']:.0f} img/s)")
+    if env.world > 1:
+        torch.distributed.barrier()
+    if not rank0:
+        return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": {}}
+    _, val_logits = validate(student, normalizer, x_val, y_val, env.device)
+    t_val = teacher_eval_logits(teacher, val.x, cfg) if teacher is not None else None
+    metrics = write_outputs(partial, cfg, student.cpu(), train_ds, val, history, best, val_logits, teacher, t_val,
+                            probe, source, stats, init)
+    finish_run_dir(partial, out)
+    return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": metrics}
+
+
+def finish_run_dir(partial: Path, out: Path) -> None:
+    """Rename the finished partial folder into place (replacing an old run when overwriting)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out)
+
+
+def save_state(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path, cfg: dict) -> dict | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    old = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
+    new = {k: v for k, v in cfg.items() if k not in RESUME_FREE}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise Kd2EdgeError(f"cannot resume {path.parent}: its config differs in {', '.join(diff)}; use the same "
+                           "settings or another --out")
+    return state

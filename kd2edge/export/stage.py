@@ -1,0 +1,205 @@
+"""`kd2edge export`: a checkpoint -> verified artifact folders `exports/<name>-<target>[-<precision>]/`.
+
+The checkpoint, the calibration images, the test images and the reference (PyTorch student and teacher)
+logits are loaded once (`load_source`) for every target and precision. Each folder holds the model file,
+`meta.json` and `eval.npz` (kd2edge.artifact, docs/CONTRACTS.md); it is installed only after verification
+(kd2edge.export.verify) passed, built beside its destination and renamed into place.
+"""
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kd2edge import Kd2EdgeError, __version__, require
+from kd2edge.artifact import FORMAT, FORMAT_VERSION, folder_name, model_size, write_files, write_folder
+from kd2edge.export.targets import get_target, plan as make_plan
+from kd2edge.export.verify import parity, session_for
+
+STATUS_OK, STATUS_FAILED, STATUS_ERROR = "ok", "verification failed", "export failed"
+
+
+@dataclass
+class Source:
+    """What every artifact of one checkpoint is converted from and checked against."""
+    model: object  # the PyTorch student, eval mode
+    info: dict  # kd2edge.checkpoint.load_model's info
+    preprocessing: dict
+    classes: list
+    calib: np.ndarray  # uint8 NHWC training images for int8 calibration
+    test: object  # kd2edge.data.Dataset: the verification images
+    bundle: dict  # eval.npz: x, y, student_logits[, teacher_logits], classes
+    teacher: dict | None  # meta.json's teacher record
+    dataset: str
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self.bundle["student_logits"]
+
+
+def _teacher_record(info: dict, teacher) -> dict | None:
+    """The teacher for the eval bundle: an override (path or known name, optional 'arch:' prefix) or the
+    checkpoint's provenance.teacher; None when neither is known."""
+    if teacher:
+        if isinstance(teacher, dict):
+            return teacher
+        arch = None
+        if ":" in str(teacher) and not Path(str(teacher)).exists():
+            arch, teacher = str(teacher).split(":", 1)
+        return {"path": str(teacher), "arch": arch}
+    rec = (info.get("provenance") or {}).get("teacher")
+    return dict(rec) if rec else None
+
+
+def _teacher_logits(record: dict, x: np.ndarray):
+    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+    from kd2edge.evaluate import predict
+
+    try:
+        model, tinfo = load_model(record["path"], record.get("arch"))
+    except Kd2EdgeError as e:
+        raise Kd2EdgeError(f"teacher for the eval bundle: {e} (pass --teacher PATH, or arch:PATH for a "
+                           "foreign file)") from None
+    rec = {"path": str(tinfo["path"]), "sha256": tinfo["sha256"], "arch": tinfo["arch"]}
+    return predict(model, x, tinfo["preprocessing"] or FOREIGN_PREPROCESSING), rec
+
+
+def load_source(checkpoint, arch: str | None = None, dataset: str | None = None, data_dir=None,
+                calib_images: int = 256, eval_images: int = 1000, teacher=None) -> Source:
+    """Load the checkpoint, a fixed class-mixed sample of TRAINING images (calibration), the first TEST
+    images (verification) and the PyTorch logits on them, once."""
+    require("torch", "export")
+    from kd2edge.checkpoint import load_model
+    from kd2edge.data import load_dataset
+    from kd2edge.evaluate import predict
+
+    if calib_images < 1 or eval_images < 1:
+        raise Kd2EdgeError("--calib-images and --eval-images must be >= 1")
+    model, info = load_model(checkpoint, arch)
+    prep = info.get("preprocessing")
+    if not prep:
+        raise Kd2EdgeError(f"{checkpoint} records no preprocessing (TorchScript?); export a native checkpoint")
+    name = dataset or (info.get("provenance") or {}).get("dataset") or "cifar10"
+    train = load_dataset(name, "train", data_dir)
+    test = load_dataset(name, "test", data_dir, limit=eval_images)
+    pick = np.random.default_rng(0).choice(len(train), size=min(calib_images, len(train)), replace=False)
+    classes = info.get("classes") or test.classes
+    reference = predict(model, test.x, prep)
+    if reference.shape[1] != len(test.classes):
+        raise Kd2EdgeError(f"model has {reference.shape[1]} classes but {name} has {len(test.classes)}; "
+                           "pass the matching --dataset")
+    bundle = {"x": test.x, "y": test.y.astype(np.int64), "student_logits": reference.astype(np.float32),
+              "classes": np.array(classes)}
+    t_record = _teacher_record(info, teacher)
+    if t_record:
+        t_logits, t_record = _teacher_logits(t_record, test.x)
+        if t_logits.shape[1] == reference.shape[1]:
+            bundle["teacher_logits"] = t_logits.astype(np.float32)
+        else:  # e.g. a CIFAR-100 teacher of a CIFAR-10 student: no drift to measure on these labels
+            t_record["note"] = f"{t_logits.shape[1]}-class teacher: teacher_logits omitted from eval.npz"
+    return Source(model, info, prep, list(classes), train.x[np.sort(pick)], test, bundle, t_record, name)
+
+
+def export(checkpoint, targets="all", int8: bool = False, arch: str | None = None, out=None,
+           calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
+           precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
+           command: str | None = None, progress: bool = True, plan=None, extra_meta=None) -> list[dict]:
+    """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
+    -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
+    agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json."""
+    from kd2edge.progress import progress_bars
+
+    plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
+    source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher)
+    out = Path(out or "exports")
+    name = name or Path(str(source.info["path"])).stem
+    command = command or "kd2edge export " + " ".join(sys.argv[1:])
+    rows = []
+    with progress_bars(progress) as bars:
+        task = bars.task("export", total=len(plan))
+        for target, precision in plan:
+            task.set(description=f"export {target} {precision}")
+            rows.append(export_one(source, target, precision, out / folder_name(name, target, precision),
+                                   max_drop, command, extra_meta))
+            task.advance()
+    return rows
+
+
+def export_one(source: Source, target: str, precision: str, dest: Path, max_drop: float, command: str,
+               extra_meta: dict | None = None) -> dict:
+    """Convert, verify and install one artifact folder; failures end up in the row, never half-written."""
+    row = {"target": target, "precision": precision, "status": STATUS_ERROR, "reason": None, "path": str(dest),
+           "size": None, "top1": None, "drop": None, "agreement": None, "max_abs_logit_diff": None, "sqnr": None}
+    start = time.perf_counter()
+    try:
+        if write_folder(dest, lambda tmp: _build(source, target, precision, tmp, dest.name, max_drop, command,
+                                                 extra_meta, row)):
+            row["status"] = STATUS_OK
+    except Kd2EdgeError as e:
+        row["reason"] = str(e)
+    except Exception as e:  # a converter bug: report it in the row, keep exporting the other targets
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), "")
+        row["reason"] = f"{type(e).__name__}: {first[:300]}"
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _build(source: Source, target: str, precision: str, tmp: Path, name: str, max_drop: float, command: str,
+           extra_meta: dict | None, row: dict) -> bool:
+    """Fill the private folder `tmp`; False (nothing installed) when verification fails."""
+    mod = get_target(target)
+    reference, k = source.reference, int(source.reference.shape[1])
+    model_path = tmp / mod.MODEL_FILE
+    spec = mod.convert(source.model, source.preprocessing, model_path, precision, source.calib)
+    spec["output"]["shape"] = [None, k]
+    session, check = session_for(mod, model_path, spec)
+    logits = session.predict(source.test.x)
+    par = parity(logits, reference, source.test.y, precision, check, max_drop)
+    row.update(top1=par["top1"], drop=par["drop"], agreement=par["agreement"],
+               max_abs_logit_diff=par["max_abs_logit_diff"], sqnr=par["sqnr_db"])
+    if not par["passed"]:
+        row.update(status=STATUS_FAILED, reason=par["reason"])
+        return False
+    info = source.info
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "target": target,
+        "runtime": mod.RUNTIME, "model_file": mod.MODEL_FILE, "precision": precision,
+        "input": spec["input"], "output": spec["output"], "quantization": spec["quantization"],
+        "classes": source.classes, "preprocessing": source.preprocessing,
+        "source": {"checkpoint": str(info["path"]), "sha256": info["sha256"], "arch": info["arch"],
+                   "num_classes": k, "dataset": source.dataset},
+        "teacher": source.teacher, "parity": par,
+        "tool_versions": {"kd2edge": __version__, **_torch_versions(), **spec["tool_versions"]},
+        "command": command, "created": datetime.datetime.now().isoformat(timespec="seconds"), **(extra_meta or {}),
+    }
+    if meta["quantization"] is not None:
+        meta["quantization"]["calibration"] = {"images": int(len(source.calib)), "source": f"{source.dataset} train"}
+    mod.embed_metadata(model_path, meta)
+    again = session_for(mod, model_path, spec)[0].predict(source.test.x[:16])  # embedding must not touch the graph
+    diff = np.abs(np.asarray(again, np.float64) - np.asarray(logits[:16], np.float64)).max()
+    if not diff <= 1e-5 * (1 + np.abs(reference[:16]).max()):  # batch-size rounding only
+        raise Kd2EdgeError(f"{target}: writing metadata into {mod.MODEL_FILE} changed its outputs")
+    write_files(tmp, meta, source.bundle)
+    row["size"] = model_size(model_path)
+    return True
+
+
+def _torch_versions() -> dict:
+    import torch
+
+    return {"torch": torch.__version__, "numpy": np.__version__}
+
+
+def summary_rows(rows: list[dict]) -> list[list]:
+    """Rows for the CLI table: target, precision, status, size, top-1, drop, agreement, max diff
+    (the reason of a failure is printed below the table, on one line)."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    return [[r["target"], r["precision"], r["status"],
+             f(r["size"] and r["size"] / 1e6, ".3f") + (" MB" if r["size"] else ""), f(r["top1"], ".2f"),
+             f(r["drop"], "+.2f"), f(r["agreement"], ".2f"), f(r["max_abs_logit_diff"], ".2e")] for r in rows]

@@ -1,0 +1,127 @@
+"""On-device runtimes: one `Session` per runtime, built once from a model file. No torch anywhere here.
+
+    session = load_session("litert", "exports/student-tflite-int8/model.tflite", threads=1, meta=meta)
+    logits = session.predict(x_uint8_nhwc)         # raw pixels 0..255 in, float32 logits out
+
+Export verification and `kd2edge bench` both run artifacts through `predict`, so what export checked is
+what the device runs. `prepare` (layout, dtype, int8 input quantization) and `logits` (int8 output
+dequantization) are the one place artifact I/O is converted; `run` is the bare runtime call that bench times.
+
+| runtime      | module                       | package (extra `device`)              |
+|--------------|------------------------------|---------------------------------------|
+| onnxruntime  | kd2edge.runtimes.ort         | onnxruntime                           |
+| litert       | kd2edge.runtimes.litert      | ai-edge-litert, else tflite-runtime   |
+| coreml       | kd2edge.runtimes.coreml      | coremltools (prediction on macOS only) |
+
+A runtime module has one function, `load(path, threads) -> Session`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from kd2edge import Kd2EdgeError
+
+RUNTIMES = {
+    "onnxruntime": "kd2edge.runtimes.ort",
+    "litert": "kd2edge.runtimes.litert",
+    "coreml": "kd2edge.runtimes.coreml",
+}
+EVAL_BATCH = 100  # images per predict call where the model takes any batch
+
+
+class RuntimeUnavailable(Kd2EdgeError):
+    """The runtime cannot exist on this platform (CoreML off macOS): other artifacts can still be run."""
+
+
+@dataclass
+class Session:
+    runtime: str
+    version: str
+    threads: int | None
+    input_name: str
+    input_shape: list  # as the runtime reports it; None = dynamic
+    input_dtype: np.dtype
+    output_name: str
+    output_dtype: np.dtype
+    run: Callable[[np.ndarray], np.ndarray]  # model-ready input -> raw output (what bench times)
+    resize: Callable[[int], None] = lambda batch: None  # set the batch size (no-op where shapes are dynamic)
+    input_quant: tuple | None = None  # (scale, zero_point) of int8 I/O
+    output_quant: tuple | None = None
+    notes: list = field(default_factory=list)
+    fixed_batch: int | None = None  # the only batch size a static-shape model accepts
+    layout: str = "NHWC"  # of the model input
+    name: str = ""  # for error messages
+
+    def prepare(self, x_nhwc: np.ndarray) -> np.ndarray:
+        """Raw 0..255 NHWC pixels -> the model's layout and dtype (quantized for int8 input)."""
+        x = x_nhwc if self.layout == "NHWC" else x_nhwc.transpose(0, 3, 1, 2)
+        dtype = self.input_dtype
+        if dtype.kind == "f":
+            return np.ascontiguousarray(x, dtype=dtype)
+        if self.input_quant:
+            scale, zero_point = self.input_quant
+            info = np.iinfo(dtype)
+            q = np.round(x.astype(np.float32) / scale) + zero_point
+            return np.ascontiguousarray(np.clip(q, info.min, info.max).astype(dtype))
+        if dtype == np.uint8:
+            return np.ascontiguousarray(x, dtype=np.uint8)
+        raise Kd2EdgeError(f"{self.name}: {dtype} input without quantization parameters in meta.json or model")
+
+    def logits(self, out: np.ndarray) -> np.ndarray:
+        """Raw model output -> float32 logits (dequantized for int8 output: real = scale * (q - zero_point))."""
+        out = np.asarray(out)
+        if out.dtype.kind in "iu" and self.output_quant:
+            scale, zero_point = self.output_quant
+            return (out.astype(np.float32) - zero_point) * scale
+        return out.astype(np.float32)
+
+    def predict(self, x_nhwc: np.ndarray, task=None) -> np.ndarray:
+        """Logits for all images, EVAL_BATCH at a time (or the model's fixed batch, padding the last one).
+        `task`: a progress task (kd2edge.progress) advanced after each batch."""
+        n = len(x_nhwc)
+        batch = self.fixed_batch or min(EVAL_BATCH, n)
+        outs = []
+        for i in range(0, n, batch):
+            chunk = self.prepare(x_nhwc[i:i + batch])
+            size = len(chunk)
+            if self.fixed_batch and size < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - size, axis=0)])
+            self.resize(len(chunk))
+            outs.append(self.logits(self.run(chunk)).reshape(len(chunk), -1)[:size])
+            if task:
+                task.advance(size)
+        return np.concatenate(outs)
+
+
+def default_threads(threads: int | None) -> int:
+    return int(threads) if threads else (os.cpu_count() or 1)
+
+
+def load_session(runtime: str, path, threads: int | None = None, meta: dict | None = None) -> Session:
+    """The model file at `path` loaded by `runtime`. With `meta` (an artifact's meta.json, or the same keys
+    from the exporter): its input layout and int8 parameters, checked against the model's own."""
+    if runtime not in RUNTIMES:
+        raise Kd2EdgeError(f"unknown runtime {runtime!r} in the artifact metadata; valid: {', '.join(RUNTIMES)}")
+    session = importlib.import_module(RUNTIMES[runtime]).load(path, threads)
+    if meta:
+        session.name = meta.get("name") or str(path)
+        session.layout = (meta.get("input") or {}).get("layout", "NHWC")
+        session.input_quant = _quant(meta, "input", session.input_quant, session.name)
+        session.output_quant = _quant(meta, "output", session.output_quant, session.name)
+    return session
+
+
+def _quant(meta: dict, which: str, from_model, name: str):
+    """(scale, zero_point) for `which`: the metadata's, checked against the model's own."""
+    q = (meta.get("quantization") or {}).get(which)
+    from_meta = (float(q["scale"]), int(q["zero_point"])) if q else None
+    if from_meta and from_model and not (np.isclose(from_meta[0], from_model[0], rtol=1e-5)
+                                         and from_meta[1] == from_model[1]):
+        raise Kd2EdgeError(f"{name}: meta.json {which} quantization {from_meta} differs from the "
+                           f"model's {from_model}; the folder mixes files of two exports, re-export it")
+    return from_meta or from_model

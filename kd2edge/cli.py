@@ -77,8 +77,8 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
           latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Measure batch-1 latency and "
                                                 "throughput.")] = True,
           threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's).")] = None,
-          download: Annotated[bool, typer.Option("--download", help="Download cifar10/cifar100 when missing "
-                                                 "(needs internet).")] = False,
+          download: Annotated[bool, typer.Option("--download", help="Download cifar10/cifar100 or a known "
+                                                 "pretrained checkpoint when missing (needs internet).")] = False,
           as_json: AsJson = False):
     """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate

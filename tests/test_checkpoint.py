@@ -116,6 +116,16 @@ def test_torchscript_with_and_without_metadata(tmp_path):
         torch.testing.assert_close(loaded(X), m(X), rtol=0, atol=1e-6)
 
 
+def test_a_missing_known_name_is_an_error_never_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD2EDGE_WEIGHTS", str(tmp_path))
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", lambda *a, **k: pytest.fail("load_model downloaded"))
+    with pytest.raises(Kd2EdgeError, match="cifar10-resnet20 not found .*python -m kd2edge.pretrained fetch"):
+        load_model("cifar10-resnet20")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreadable_files_are_user_errors(tmp_path):
     with pytest.raises(Kd2EdgeError, match="file not found: .*nope.pt"):
         load_model(tmp_path / "nope.pt", arch="resnet8")

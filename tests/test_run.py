@@ -144,3 +144,15 @@ def test_skipped_artifacts_are_named_once_per_reason():
     assert skipped_notes(benches) == [
         "Not benched here: s-coreml, t-coreml. CoreML artifacts run only on macOS (not on linux): copy them to a "
         "device that has the runtime and run `kd2edge bench` there."]
+
+
+def test_cli_prints_both_tables_by_column_name(tiny_run):
+    from typer.testing import CliRunner
+
+    from kd2edge.cli import app
+
+    cfg_file, cfg, _ = tiny_run
+    res = CliRunner().invoke(app, ["run", str(cfg_file), "--out", cfg["out"], "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "models (PyTorch, test set)" in res.output and "deployment (batch 1, this machine)" in res.output
+    assert "report: " in res.output

@@ -110,7 +110,7 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
 # --- distill: kd2edge/distill/ owns this command ---
 # The choices of the registries (kd2edge.distill.methods.METHODS, distill.schedules.LR_SCHEDULES,
 # distill.loop.OPTIMIZERS), written out here so that importing the CLI imports no torch;
-# tests/test_cli_registries.py checks they agree.
+# tests/test_architecture.py checks they agree.
 Method = Enum("Method", {k: k for k in ("ce", "kd", "dkd", "hybrid")}, type=str)
 Schedule = Enum("Schedule", {k: k for k in ("constant", "cosine", "onecycle", "step")}, type=str)
 Optimizer = Enum("Optimizer", {k: k for k in ("sgd", "adamw")}, type=str)

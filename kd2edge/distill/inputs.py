@@ -4,13 +4,11 @@ student (fresh, or warm-started from a checkpoint)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer
 from kd2edge.data import load_dataset, stats_for
 from kd2edge.distill.loop import Env
 from kd2edge.distill.methods import METHODS

@@ -1,4 +1,4 @@
-"""Outputs of a distillation run: checkpoint, history CSV, metrics JSON, plots, markdown summary; """
+"""Outputs of a distillation run: checkpoint, history CSV, metrics JSON, plots, markdown summary."""
 from __future__ import annotations
 
 import csv

@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from kd2edge import Kd2EdgeError, require
+from kd2edge import Kd2EdgeError
 from kd2edge.batches import Normalizer
 from kd2edge.data import STATS
 from kd2edge.files import sha256
@@ -81,36 +80,24 @@ class TorchTeacher:
 
 
 class OnnxTeacher:
+    """An .onnx teacher run by the same onnxruntime Session as the device path (kd2edge.runtimes)."""
+
     def __init__(self, path: Path, threads: int | None = None):
-        ort = require("onnxruntime", "export")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise Kd2EdgeError(f"onnxruntime cannot load teacher {path}: {str(e).splitlines()[0]}") from None
-        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name, self.nhwc = inp.name, inp.shape[-1] == 3
-        self.dtype = np.uint8 if "uint8" in inp.type else np.float32
-        last = out.shape[-1]
-        self.num_classes = last if isinstance(last, int) else None
+        from kd2edge.runtimes import load_session
+
+        self.session = load_session("onnxruntime", path, threads or torch.get_num_threads())
+        self.session.layout = "NHWC" if self.session.input_shape[-1] == 3 else "NCHW"
         self.source, self.sha256, self.head, self.bf16 = "onnx", sha256(path), None, False
+        self.num_classes = self.logits(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
         self.info = {"path": str(path), "sha256": self.sha256, "arch": "onnx", "source": "onnx",
                      "num_classes": self.num_classes}
-        if self.num_classes is None:
-            self.num_classes = self.logits(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
-            self.info["num_classes"] = self.num_classes
 
     @property
     def cache_id(self) -> str:
         return f"{self.sha256}-onnx"
 
     def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        x = x_uint8.numpy()
-        if not self.nhwc:
-            x = x.transpose(0, 3, 1, 2)
-        y = self.session.run(None, {self.input_name: np.ascontiguousarray(x.astype(self.dtype))})[0]
-        return torch.from_numpy(np.asarray(y, dtype=np.float32))
+        return torch.from_numpy(self.session.predict(x_uint8.numpy()))
 
     def penultimate(self, x_uint8):
         raise Kd2EdgeError("an ONNX teacher gives logits only; cross-dataset adaptation and feature methods "

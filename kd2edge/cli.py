@@ -208,6 +208,33 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
         raise typer.Exit(1)
 
 
+@app.command("diff")
+def diff_(artifact: Annotated[Path, typer.Argument(help="Artifact folder (ONNX or TFLite) whose meta.json names its checkpoint.")],
+          images: Annotated[int, typer.Option("--images", help="Test images (the artifact's eval.npz first).")] = 32,
+          threshold: Annotated[Optional[float], typer.Option("--threshold", help="SQNR (dB) below which a layer has drifted (default 60 for fp32, 20 otherwise).")] = None,
+          out: Annotated[Optional[Path], typer.Option(help="Folder for diff.json and diff.png (default runs/diff/<artifact>).")] = None,
+          data_dir: DataDir = None,
+          as_json: AsJson = False):
+    """Per-layer SQNR of an artifact against its PyTorch checkpoint; names the first layer that drifts."""
+    from kd2edge.export.diff import table_rows
+    from kd2edge.export.diff import diff as run_diff
+
+    r = run_diff(artifact, images, threshold, out, data_dir)
+    if as_json:
+        print(json.dumps({k: v for k, v in r.items() if k != "layers"}, indent=2, default=str))
+        return
+    console.print(_table(f"{r['name']} ({r['precision']}) vs PyTorch, {r['images']} test images",
+                         ["depth", "artifact tensor", "PyTorch", "SQNR dB", ""], table_rows(r)), width=100)
+    f = r["first_below"]
+    console.print(f"first layer below {r['threshold_db']:g} dB: {f['pytorch']} ({f['artifact_tensor']}, depth "
+                  f"{f['depth']}, {f['sqnr_db']:.1f} dB)" if f else
+                  f"every layer >= {r['threshold_db']:g} dB" + (" (parity)" if r["precision"] == "fp32" else ""),
+                  highlight=False)
+    for note in r["notes"]:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"wrote {r['json']} and {r['png']}", highlight=False)
+
+
 # --- bench: kd2edge/bench/ (torch-free) owns this command ---
 
 @app.command("bench")

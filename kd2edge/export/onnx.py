@@ -56,7 +56,10 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def _quantize(fp32_path: Path, path: Path, calib) -> None:
+CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod (benchmarks/calibration.py)
+
+
+def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax") -> None:
     q = require("onnxruntime.quantization", "export")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -65,7 +68,9 @@ def _quantize(fp32_path: Path, path: Path, calib) -> None:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
                           per_channel=True, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                          calibrate_method=q.CalibrationMethod.MinMax,
+                          calibrate_method={"minmax": q.CalibrationMethod.MinMax,
+                                            "percentile": q.CalibrationMethod.Percentile,
+                                            "entropy": q.CalibrationMethod.Entropy}[method],
                           extra_options={"CalibTensorRangeSymmetric": False})
 
 

@@ -86,7 +86,7 @@ def load_source(checkpoint, arch: str | None = None, dataset: str | None = None,
     name = dataset or (info.get("provenance") or {}).get("dataset") or "cifar10"
     train = load_dataset(name, "train", data_dir)
     test = load_dataset(name, "test", data_dir, limit=eval_images)
-    pick = np.random.default_rng(0).choice(len(train), size=min(calib_images, len(train)), replace=False)
+    pick = calibration_pick(train.y, calib_images)
     classes = info.get("classes") or test.classes
     reference = predict(model, test.x, prep)
     if reference.shape[1] != len(test.classes):
@@ -101,7 +101,27 @@ def load_source(checkpoint, arch: str | None = None, dataset: str | None = None,
             bundle["teacher_logits"] = t_logits.astype(np.float32)
         else:  # e.g. a CIFAR-100 teacher of a CIFAR-10 student: no drift to measure on these labels
             t_record["note"] = f"{t_logits.shape[1]}-class teacher: teacher_logits omitted from eval.npz"
-    return Source(model, info, prep, list(classes), train.x[np.sort(pick)], test, bundle, t_record, name)
+    return Source(model, info, prep, list(classes), train.x[pick], test, bundle, t_record, name)
+
+
+SELECTIONS = ("random", "balanced")
+
+
+def calibration_pick(train_y: np.ndarray, n: int, selection: str = "random", seed: int = 0) -> np.ndarray:
+    """Sorted indices of `n` TRAINING images for int8 calibration: a seeded random sample, or `balanced`
+    (the same number of images per class, each class's share drawn at random). Never test images: callers
+    pass the training labels only."""
+    rng = np.random.default_rng(seed)
+    n = min(int(n), len(train_y))
+    if selection == "random":
+        return np.sort(rng.choice(len(train_y), size=n, replace=False))
+    if selection != "balanced":
+        raise Kd2EdgeError(f"unknown calibration selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+    classes = np.unique(train_y)
+    per = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    picks = [rng.choice(np.flatnonzero(train_y == c), size=min(k, int((train_y == c).sum())), replace=False)
+             for c, k in zip(classes, per)]
+    return np.sort(np.concatenate(picks))
 
 
 def export(checkpoint, targets="all", int8: bool = False, arch: str | None = None, out=None,

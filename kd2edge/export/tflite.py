@@ -23,15 +23,36 @@ PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
 
 
-def pt2e_int8(net, x, calib, fold_quantize: bool = False):
+CALIB_OBSERVERS = ("histogram", "minmax")  # activation observers (benchmarks/calibration.py)
+
+
+def quantizer_for(observer: str = "histogram"):
+    """litert-torch's PT2EQuantizer (per-tensor asymmetric int8 activations, per-channel symmetric int8
+    weights); `minmax` swaps its activation HistogramObserver for a MinMaxObserver."""
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    if observer == "minmax":
+        from torchao.quantization.pt2e import MinMaxObserver
+
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    elif observer != "histogram":
+        raise Kd2EdgeError(f"unknown activation observer {observer!r}; valid: {', '.join(CALIB_OBSERVERS)}")
+    return PT2EQuantizer().set_global(config)
+
+
+def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histogram"):
     """PT2E: export at the sample's batch -> prepare with litert-torch's quantizer (int8 activations,
     symmetric per-channel int8 weights) -> calibrate image by image on raw pixels -> convert."""
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = quantizer_for(observer)
     graph = torch.export.export(net, (x,)).module()  # batch 1, like the artifact
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():

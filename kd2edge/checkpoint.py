@@ -20,7 +20,6 @@ from torch import nn
 from kd2edge import Kd2EdgeError, __version__
 from kd2edge.data import STATS
 from kd2edge.files import atomic_write, sha256
-from kd2edge.locations import resolve_file
 from kd2edge.zoo import create_model
 
 FORMAT = "kd2edge.checkpoint"
@@ -30,7 +29,7 @@ FOREIGN_PREPROCESSING = {"mean": list(STATS["imagenet"]["mean"]), "std": list(ST
 TORCHSCRIPT_META = "kd2edge.json"  # extra file inside a TorchScript archive: arch, classes, preprocessing
 
 
-def _plain(obj):
+def plain(obj):
     """Plain Python values (dict/list/str/number/bool/None) so the checkpoint loads with weights_only=True:
     numpy scalars and arrays become numbers and lists, Paths and other objects become strings."""
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -56,8 +55,8 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, arch_kwargs: dict | No
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "num_classes": len(classes),
         "classes": list(classes), "preprocessing": preprocess, "state_dict": state,
-        "metrics": _plain(metrics or {}), "config": _plain(config or {}),
-        "provenance": _plain({"versions": versions(),
+        "metrics": plain(metrics or {}), "config": plain(config or {}),
+        "provenance": plain({"versions": versions(),
                               "created": datetime.datetime.now().isoformat(timespec="seconds"),
                               **(provenance or {})}),
     }
@@ -72,18 +71,30 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
 
 
-def _read(path: Path):
+def load_weights_only(path: Path, what: str = "checkpoint", fix: str = "re-save it as "
+                      "torch.save(model.state_dict(), path)"):
+    """torch.load(weights_only=True) (tensors and plain containers only), failing with one line. A file holding
+    other Python objects is refused without running it, and never with advice to load it unsafely."""
+    import re
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = [ln for ln in lines if "Unsupported" in ln]
-        msg = ((detail or lines or [""])[0])[:200]
-        if "Unsupported global" in str(e):
-            raise Kd2EdgeError(f"{path} holds pickled Python objects, not only tensors ({msg}); it is not loaded "
-                               "for safety: re-save it as torch.save(model.state_dict(), path)") from None
-        raise Kd2EdgeError(f"cannot read checkpoint {path}: {type(e).__name__}: {msg} "
-                           "(corrupt file, or not a PyTorch checkpoint)") from None
+        text = str(e)
+        found = re.search(r"unsupported (GLOBAL \S+|global: \S+ \S+|operand \S+)", text, re.IGNORECASE)
+        detail = f" ({found.group(0)})" if found else ""
+        if "global" in detail.lower():
+            raise Kd2EdgeError(f"{path} contains code or objects a {what} must not{detail}; it was not loaded "
+                               f"(loading it could run that code): {fix}") from None
+        if re.search(r"weights.only load failed", text, re.IGNORECASE):  # torch's text suggests the unsafe load
+            raise Kd2EdgeError(f"cannot read {what} {path}: not a plain PyTorch file of tensors{detail} (corrupt, "
+                               "or pickled data that is not loaded for safety)") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        msg = (lines or [""])[0][:200]
+        raise Kd2EdgeError(f"cannot read {what} {path}: {type(e).__name__}: {msg} "
+                           "(corrupt or truncated file, or not a PyTorch file)") from None
 
 
 def _extract_state_dict(obj, path: Path) -> dict:
@@ -131,12 +142,10 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None,
                arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
     """Load a native, foreign (needs `arch`) or TorchScript checkpoint, or a known pretrained one by name
     (`cifar10-resnet56`, see kd2edge.pretrained; never downloaded here). Returns (model in eval mode, info)."""
-    from kd2edge.pretrained import arch_of, path_of
+    from kd2edge.pretrained import arch_of, resolve_checkpoint
 
-    if arch_of(path):
-        arch = arch or arch_of(path)
-        path = path_of(str(path))
-    path = resolve_file(path)
+    arch = arch or arch_of(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise Kd2EdgeError(f"{path} is a folder, not a checkpoint file (.pt/.pth/.th or TorchScript)")
     digest = sha256(path)
@@ -159,7 +168,7 @@ def load_model(path, arch: str | None = None, num_classes: int | None = None,
                 "preprocessing": meta.get("preprocessing"), "metrics": {}, "config": {},
                 "provenance": meta.get("provenance", {})}
         return model.eval(), {**info, "sha256": digest, "path": str(path)}
-    obj = _read(path)
+    obj = load_weights_only(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if obj.get("format_version", 0) > FORMAT_VERSION:
             raise Kd2EdgeError(f"{path} has checkpoint format {obj['format_version']}; upgrade kd2edge")

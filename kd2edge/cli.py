@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kd2edge import Kd2EdgeError, __version__
@@ -202,7 +203,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             if r["status"] == "ok":
                 console.print(f"wrote {r['path']}", highlight=False)
             else:
-                console.print(f"[red]{r['target']} {r['precision']}: {r['status']}:[/red] {r['reason']}",
+                console.print(f"[red]{r['target']} {r['precision']}: {r['status']}:[/red] {escape(str(r['reason']))}",
                               soft_wrap=True, highlight=False)
     if any(r["status"] != "ok" for r in rows):
         raise typer.Exit(1)
@@ -313,11 +314,13 @@ def version():
 def main():
     try:
         code = app(prog_name="kd2edge", standalone_mode=False)  # returns the code of `raise typer.Exit(code)`
-    except Kd2EdgeError as e:
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True, highlight=False)
+    except Kd2EdgeError as e:  # the message is printed as is: no rich markup ('kd2edge[export]' stays whole)
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(1)
-    except typer.Abort:
-        console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("[red]error:[/red] interrupted; a distill run continues from its last finished epoch "
+                      "with the same command plus --resume (kd2edge run resumes by itself)", soft_wrap=True,
+                      highlight=False)
         sys.exit(130)
     except Exception as e:  # usage errors (typer vendors its own click: not click.ClickException): exit 2
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):

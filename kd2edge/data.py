@@ -71,12 +71,44 @@ class Dataset:
         return self
 
 
+# The only globals the official CIFAR python batches (and the materialized copies) reference: numpy array
+# reconstruction (_frombuffer: pickle protocol 5). Anything else (os.system, builtins.eval, ...) is refused,
+# since unpickling a global can run any code.
+SAFE_PICKLE_GLOBALS = {(f"numpy.{core}.{mod}", name) for core in ("core", "_core")
+                       for mod, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+SAFE_PICKLE_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _latin1_bytes(text, encoding="utf-8"):
+    """Python 3 pickles bytes at protocol 2 as _codecs.encode(text, 'latin1'): allowed with that codec only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused global _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes, str, numbers and numpy arrays only."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        if (module, name) in SAFE_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError as e:
+        if str(e).startswith("refused global"):
+            raise Kd2EdgeError(f"dataset file {path} contains code or objects a CIFAR batch must not ({e}); it was "
+                               "not loaded: delete it and re-create it (materialize.py or --download)") from None
+        raise Kd2EdgeError(f"corrupt dataset file {path}: UnpicklingError: {e}; delete it and "
+                           "re-create it (materialize.py or download)") from None
     except Exception as e:
         raise Kd2EdgeError(f"corrupt dataset file {path}: {type(e).__name__}: {e}; delete it and "
                            "re-create it (materialize.py or download)") from None

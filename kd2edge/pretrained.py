@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kd2edge import Kd2EdgeError
 from kd2edge.files import atomic_write, sha256
-from kd2edge.locations import location
+from kd2edge.locations import location, resolve_file
 
 AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 # name -> (arch, dataset, file under the weights location, url or None); the part of the file name after
@@ -40,6 +40,19 @@ def path_of(name: str, weights_dir=None) -> Path:
         raise Kd2EdgeError(f"{name} not found at {path}; fetch it with `python -m kd2edge.pretrained fetch {name}` "
                            "(needs internet), copy it there, or set KD2EDGE_WEIGHTS")
     return path
+
+
+def resolve_checkpoint(spec) -> Path:
+    """A known name's file, else `spec` as a path (or under the weights location); when neither exists the
+    error lists the known names."""
+    if str(spec) in PRETRAINED:
+        return path_of(str(spec))
+    try:
+        return resolve_file(spec)
+    except Kd2EdgeError as e:
+        if Path(str(spec)).suffix or "/" in str(spec):  # a path, not meant as a name
+            raise
+        raise Kd2EdgeError(f"{e}; it is not a known name either (known: {', '.join(PRETRAINED)})") from None
 
 
 def fetch(name: str, weights_dir=None) -> Path:

@@ -87,11 +87,10 @@ def _key(obj) -> str:
 
 def _teacher_file(cfg: dict) -> tuple[str, str]:
     """(path, sha256) of the teacher (a known name is fetched when missing, like setup.sh does)."""
-    from kd2edge.locations import resolve_file
-    from kd2edge.pretrained import fetch
+    from kd2edge.pretrained import fetch, resolve_checkpoint
 
     t = cfg["teacher"]
-    path = fetch(t) if arch_of(t) else resolve_file(t)
+    path = fetch(t) if arch_of(t) else resolve_checkpoint(t)
     return str(path), sha256(path)
 
 

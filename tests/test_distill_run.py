@@ -79,7 +79,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, cifar10_dir, teacher_
             p.send_signal(signal.SIGKILL)  # killed during epoch 2
             break
     p.wait()
-    state = torch.load(tmp_path / "b.partial" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "b.partial" / "state.pt", weights_only=True)  # no pickled objects
     assert state["epoch"] == 1 and not (tmp_path / "b").exists()
     b = distill({**b_cfg, "resume": True, "progress": False})
     sa = torch.load(a["checkpoint"], weights_only=True)["state_dict"]

@@ -119,15 +119,28 @@ def finish_run_dir(partial: Path, out: Path) -> None:
 
 
 def save_state(path: Path, state: dict) -> None:
+    """The resume state: tensors and plain containers only, so it loads with torch.load(weights_only=True)."""
+    from kd2edge.checkpoint import plain
+
+    state = {**state, **{k: plain(state[k]) for k in ("history", "best", "config")}}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+STATE_KEYS = ("student", "method", "optimizer", "history", "epoch", "best", "config")
+
+
 def load_state(path: Path, cfg: dict) -> dict | None:
+    """The resume state of `path` (weights-only load; anything else is refused), checked against `cfg`."""
+    from kd2edge.checkpoint import plain, load_weights_only
+
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    fix = f"delete {path.parent} (or pass --overwrite) to start over"
+    state = load_weights_only(path, "resume state", fix)
+    if not isinstance(state, dict) or not all(k in state for k in STATE_KEYS):
+        raise Kd2EdgeError(f"{path} is not a kd2edge resume state (expected keys {', '.join(STATE_KEYS)}): {fix}")
     old = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
-    new = {k: v for k, v in cfg.items() if k not in RESUME_FREE}
+    new = {k: v for k, v in plain(cfg).items() if k not in RESUME_FREE}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise Kd2EdgeError(f"cannot resume {path.parent}: its config differs in {', '.join(diff)}; use the same "

@@ -22,7 +22,6 @@ from kd2edge import Kd2EdgeError
 from kd2edge.batches import Normalizer
 from kd2edge.data import STATS
 from kd2edge.files import sha256
-from kd2edge.locations import resolve_file
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -117,10 +116,10 @@ def teacher_preprocessing(spec) -> dict:
 def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, preprocessing=None):
     """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file."""
     from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
-    from kd2edge.pretrained import PRETRAINED
+    from kd2edge.pretrained import PRETRAINED, resolve_checkpoint
 
     if str(spec) not in PRETRAINED and str(spec).endswith(".onnx"):
-        return OnnxTeacher(resolve_file(spec))
+        return OnnxTeacher(resolve_checkpoint(spec))
     model, info = load_model(spec, arch)
     prep = teacher_preprocessing(preprocessing) or info.get("preprocessing")
     if prep is None:  # TorchScript records no preprocessing: the shared foreign teachers use ImageNet stats

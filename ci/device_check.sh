@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device check: `kd2edge bench` from a separate venv holding ONLY `pip install ".[device]"` (no torch),
 # on real artifact folders that the main venv exports (ONNX int8 + TFLite int8 of a real CIFAR-10 ResNet-20,
-# with resnet56 teacher logits in eval.npz). Also imports a recorded benchmark_model log.
+# with resnet56 teacher logits in eval.npz). Also imports a real published benchmark_model log (tests/data).
 # Usage: bash ci/device_check.sh   (after setup.sh; ~1-2 min; exits non-zero on any failure)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,7 +41,7 @@ echo "device check: artifacts and device venv ready after $((SECONDS - start)) s
 cd "$WORK"
 "$DEV/kd2edge" bench exports/*-onnx-int8 exports/*-tflite-int8 --threads 1 --runs 50 --warmup 5 \
   --out "$WORK/results" --json >"$WORK/bench.json"
-"$DEV/kd2edge" bench --import "$ROOT/tests/data/benchmark_model_pixel7_int8.log" --device-name "Pixel 7" \
+"$DEV/kd2edge" bench --import "$ROOT/tests/data/benchmark_model_am62x_xnnpack.log" --device-name "TI AM62x EVM" \
   --out "$WORK/results" >/dev/null
 "$DEV/python" - "$WORK" <<'EOF'
 import csv, json, sys

@@ -237,6 +237,15 @@ def diff_(artifact: Annotated[Path, typer.Argument(help="Artifact folder (ONNX o
 
 
 # --- bench: kd2edge/bench/ (torch-free) owns this command ---
+from kd2edge.bench.protocols import PROTOCOLS, get_protocol  # noqa: E402  (a dict registry, no heavy import)
+
+ProtocolChoice = Enum("Protocol", {k: k for k in PROTOCOLS}, type=str)  # --protocol choices: the registry's keys
+
+
+def _protocol(value: str) -> ProtocolChoice:
+    """--protocol: an unknown name is one `error:` line listing the registry (not a usage box)."""
+    return ProtocolChoice(get_protocol(_value(value))["name"])
+
 
 @app.command("bench")
 def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artifact folders (meta.json + model + eval.npz).")] = None,
@@ -249,9 +258,15 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
            import_file: Annotated[Optional[Path], typer.Option("--import", help="Turn a TFLite benchmark_model log into a CSV row instead.")] = None,
            device_name: Annotated[Optional[str], typer.Option(help="With --import: the phone or board it ran on.")] = None,
            out: Annotated[Path, typer.Option(help="Folder for bench-*.json, bench.csv and bench.png.")] = Path("benchmarks/results"),
+           protocol: Annotated[ProtocolChoice, typer.Option(parser=_protocol, metavar="[" + "|".join(PROTOCOLS) + "]", help="Timing protocol: " + "; ".join(f"{k}: {v['summary']}" for k, v in PROTOCOLS.items()) + ".")] = "default",
+           min_queries: Annotated[Optional[int], typer.Option(help="Override the protocol's minimum query count (e.g. short mlperf runs).")] = None,
+           min_seconds: Annotated[Optional[float], typer.Option(help="Override the protocol's minimum duration in seconds.")] = None,
+           sustained: Annotated[Optional[float], typer.Option(help="Run back to back for MINUTES (fractions allowed): p50/p90 per minute, CPU temperature/frequency, drift (throttling), plot.")] = None,
+           window: Annotated[Optional[float], typer.Option(help="With --sustained: seconds per reported window (default 60; a third of a run shorter than 3 min).")] = None,
+           profile: Annotated[bool, typer.Option("--profile", help="Per-operator times where the runtime has a profiler (onnxruntime); else says what is missing.")] = False,
            as_json: AsJson = False):
     """Latency, top-1 and drift vs the PyTorch student/teacher of exported artifacts, on this device (no torch)."""
-    from kd2edge.bench.reports import table_rows
+    from kd2edge.bench.reports import detail_lines, table_rows
 
     if import_file is not None:
         from kd2edge.bench.log_import import import_log
@@ -261,7 +276,8 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
         from kd2edge.bench import bench
 
         rows = bench(artifacts or [], threads or None, batch, runs, seconds, warmup, dataset, out=out,
-                     progress=not as_json)
+                     progress=not as_json, protocol=_value(protocol), min_queries=min_queries,
+                     min_seconds=min_seconds, sustained=sustained, window=window, profile=profile)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -272,9 +288,11 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
     for c in cells:
         t.add_row(*c)
     (console if console.is_terminal else Console(width=200)).print(t)
+    for line in detail_lines(rows):
+        console.print(escape(line), highlight=False, soft_wrap=True)
     for r in rows:
         if r.get("note"):
-            console.print(f"note ({r['artifact']}): {r['note']}", highlight=False)
+            console.print(escape(f"note ({r['artifact']}): {r['note']}"), highlight=False, soft_wrap=True)
     console.print(f"appended {len(rows)} row(s) to {out / 'bench.csv'}", highlight=False)
 
 # --- run: kd2edge/run.py owns this command ---

@@ -85,3 +85,31 @@ def scatter_png(points: list[dict], path, x="p50_ms", y="top1", label="name", ti
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def sustained_png(windows: list[dict], path, title="Sustained latency") -> Path:
+    """p50/p90 per window against minutes; CPU temperature and frequency on a second axis where exposed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    mid = [(w["start_min"] + w["end_min"]) / 2 for w in windows]
+    ax.plot(mid, [w["p50_ms"] for w in windows], marker="o", label="p50")
+    ax.plot(mid, [w["p90_ms"] for w in windows], marker="s", label="p90")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(alpha=0.3)
+    lines, labels = ax.get_legend_handles_labels()
+    for key, unit, style in (("temp_c", "CPU temperature (C)", "r--"), ("freq_mhz", "CPU frequency (MHz)", "g:")):
+        pts = [(m, w[key]) for m, w in zip(mid, windows) if w.get(key) is not None]
+        if pts:
+            twin = ax.twinx()
+            if key == "freq_mhz" and any(w.get("temp_c") is not None for w in windows):
+                twin.spines["right"].set_position(("outward", 50))
+            twin.plot(*zip(*pts), style, label=unit)
+            twin.set_ylabel(unit)
+            more = twin.get_legend_handles_labels()
+            lines, labels = lines + more[0], labels + more[1]
+    if not any(w.get("temp_c") is not None or w.get("freq_mhz") is not None for w in windows):
+        title += " (CPU temperature/frequency not exposed)"
+    ax.legend(lines, labels, fontsize=8, loc="best")
+    ax.set_title(title)
+    return _save(fig, path)

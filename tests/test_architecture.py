@@ -98,6 +98,9 @@ def test_cli_choices_agree_with_the_registries():
     assert list(TARGETS) == list(TARGET_RUNTIME)  # every target is in the artifact contract, with its runtime
     assert {name: get_target(name).RUNTIME for name in TARGETS} == TARGET_RUNTIME
     assert set(TARGET_RUNTIME.values()) == set(RUNTIMES)
+    from kd2edge.bench.protocols import PROTOCOLS
+
+    assert [e.value for e in cli.ProtocolChoice] == list(PROTOCOLS)
 
 
 DEVICE_PATH = '''
@@ -105,6 +108,7 @@ import json, sys
 import kd2edge.cli, kd2edge.bench, kd2edge.bench.stage, kd2edge.bench.reports, kd2edge.bench.fingerprint
 import kd2edge.bench.log_import, kd2edge.artifact, kd2edge.runtimes.ort, kd2edge.runtimes.litert
 import kd2edge.runtimes.coreml, kd2edge.timing, kd2edge.progress
+import kd2edge.bench.protocols, kd2edge.bench.sustained, kd2edge.bench.profile, kd2edge.bench.sensors
 print(json.dumps(sorted(sys.modules)))
 '''
 FORBIDDEN = ("torch", "torchvision", "torchao", "onnx", "onnxscript", "onnxsim", "coremltools", "litert_torch",

@@ -25,6 +25,7 @@ RUN = BLOCKER + textwrap.dedent('''
     import kd2edge, kd2edge.cli, kd2edge.bench, kd2edge.bench.reports, kd2edge.bench.fingerprint
     import kd2edge.bench.log_import, kd2edge.runtimes, kd2edge.runtimes.ort, kd2edge.runtimes.litert
     import kd2edge.runtimes.coreml, kd2edge.artifact, kd2edge.metrics, kd2edge.files, kd2edge.data, kd2edge.plots
+    import kd2edge.bench.protocols, kd2edge.bench.sustained, kd2edge.bench.profile, kd2edge.bench.sensors
     try:
         import torch  # noqa: F401
         raise SystemExit("torch was importable")
@@ -40,13 +41,14 @@ RUN = BLOCKER + textwrap.dedent('''
 def test_bench_runs_with_torch_unimportable(bench_artifacts, tmp_path):
     arts = [str(bench_artifacts[k]) for k in ("onnx-int8", "tflite-int8")]
     r = subprocess.run([sys.executable, "-c", RUN, *arts, "--threads", "1", "--runs", "20", "--warmup", "2",
-                        "--out", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300)
+                        "--out", str(tmp_path), "--json", "--profile"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     out, leaked = r.stdout.rsplit("LEAKED=", 1)
     assert json.loads(leaked) == []
     rows = json.loads(out)
     assert [row["runtime"] for row in rows] == ["onnxruntime", "litert"]
     assert all(row["runs"] == 20 and row["top1"] > 80 and row["agree_teacher"] > 80 for row in rows)
+    assert rows[0]["profile"]["by_op"] and rows[1]["profile"]["missing"]  # onnxruntime's profiler, torch-free
     assert (tmp_path / "bench.csv").exists()
 
 

@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from kd2edge.bench.sensors import governor
+
 # ISA features that decide how fast int8/fp16 CNN kernels run: cpuinfo flag -> the name we report.
 ISA_FEATURES = {
     # x86
@@ -94,12 +96,13 @@ def runtime_versions() -> dict:
 
 
 def fingerprint() -> dict:
-    """The device record: cpu, board, arch, cores, isa (list), os, python, runtimes, and a short device_id."""
+    """The device record: cpu, board, arch, cores, isa (list), os, python, runtimes, cpufreq governor (None
+    where not readable) and a short device_id."""
     cpu = _cpu()
     info = {
         "cpu": cpu["cpu"], "board": _board(), "arch": platform.machine(), "cores": os.cpu_count() or 0,
         "isa": cpu["isa"], "os": platform.platform(terse=True), "python": platform.python_version(),
-        "runtimes": runtime_versions(),
+        "runtimes": runtime_versions(), "governor": governor(),
     }
     info["device_id"] = device_id(info)
     return info

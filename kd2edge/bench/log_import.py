@@ -13,6 +13,12 @@ benchmark_model prints (times in microseconds):
     INFO: Overall peak memory footprint (MB) via periodic monitoring: 6.9)
 Older builds omit p5/median/p95 and say "Memory footprint delta from the start of the tool (MB)"; the Android
 benchmark app logs "Average inference timings in us: Warmup: W, Init: I, Inference: A" to logcat.
+
+With --enable_op_profiling=true it then prints "Operator-wise Profiling Info for Regular Benchmark Runs:" and
+three tables (Run Order, Top by Computation Time, Summary by node type; tab- or space-aligned, with or without
+a [start] column, node types such as "Convolution (NHWC, QC8) GEMM" under XNNPACK): `parse_op_profile` reads
+them into the same profile shape as `kd2edge bench --profile` (kd2edge.bench.profile).
+The tests read real published logs (tests/data/*.log, each citing its source on its first line).
 """
 from __future__ import annotations
 
@@ -42,7 +48,9 @@ def parse_log(text: str) -> dict:
     if "Benchmarking failed" in text or ("Inference timings in us" not in text and errors):
         raise Kd2EdgeError(f"the benchmark_model run failed: {' | '.join(errors[:3]) or 'Benchmarking failed'}; "
                            "fix it (e.g. another op version or delegate) and import a successful run")
-    stats = [_stats(ln) for ln in text.splitlines() if re.search(r"\bcount=\d", ln)]
+    # the latency lines only: not the op-profiling sections' "Timings (microseconds): count=" / "Memory (bytes)"
+    stats = [_stats(ln) for ln in text.split(OP_PROFILE_HEADER)[0].split("Profiling Info for Benchmark Init")[0]
+             .splitlines() if re.search(r"\bcount=\d", ln) and "(microseconds)" not in ln and "(bytes)" not in ln]
     summary = re.search(rf"Inference timings in us:\s*Init:\s*{NUMBER},\s*First inference:\s*{NUMBER},\s*"
                         rf"Warmup \(avg\):\s*{NUMBER},\s*Inference \(avg\):\s*{NUMBER}", text)
     app = re.search(rf"Average inference timings in us:\s*Warmup:\s*{NUMBER},\s*Init:\s*{NUMBER},\s*"
@@ -51,7 +59,10 @@ def parse_log(text: str) -> dict:
         raise Kd2EdgeError("this file does not look like TFLite benchmark_model output (no 'Inference timings in "
                            "us' line); save the tool's whole output, e.g. `adb shell /data/local/tmp/benchmark_model "
                            "--graph=... > log.txt` (see docs/phones.md)")
-    out: dict = {"graph": _bracket(text, "Graph"), "num_threads": _bracket(text, "Num threads"),
+    cli_threads = re.search(r"--num_threads=(\d+)", text)  # the command line, when the log starts with it
+    out: dict = {"graph": _bracket(text, "Graph"),
+                 "num_threads": _bracket(text, "Num threads") or _bracket(text, "#threads used for CPU inference")
+                 or (cli_threads[1] if cli_threads else None),
                  "input_shape": _bracket(text, "Input shapes") or _bracket(text, "Input layer shape")}
     if summary:
         out.update(init_us=float(summary[1]), first_us=float(summary[2]), warmup_avg_us=float(summary[3]),
@@ -75,7 +86,49 @@ def parse_log(text: str) -> dict:
     m = re.search(rf"Memory footprint delta from the start of the tool \(MB\):\s*init={NUMBER}\s+overall={NUMBER}", text)
     if m:
         out["mem_delta_mb"] = float(m[2])
+    if OP_PROFILE_HEADER in text:
+        out["op_profile"] = parse_op_profile(text)
     return out
+
+
+OP_PROFILE_HEADER = "Operator-wise Profiling Info for Regular Benchmark Runs"
+_SUMMARY_ROW = re.compile(rf"^\s*(?:INFO:\s*)?(\S.*?)\s+(\d+)\s+{NUMBER}\s+{NUMBER}%\s+{NUMBER}%\s+{NUMBER}\s+(\d+)\s*$")
+_NODE_ROW = re.compile(rf"^\s*(?:INFO:\s*)?(\S.*?)\s+(?:{NUMBER}\s+)?{NUMBER}\s+{NUMBER}\s+{NUMBER}%\s+{NUMBER}%\s+"
+                       rf"{NUMBER}\s+(\d+)\s+(\S.*?)\s*$")
+
+
+def parse_op_profile(text: str, top: int = 10) -> dict:
+    """benchmark_model's regular-run op profile: {source, runs, by_op: [{op, nodes, ms_per_run, pct}] (the
+    "Summary by node type" table), by_node: top nodes [{node, op, ms_per_run, pct}] (the "Run Order" table),
+    ms_per_run: the profiled runs' mean}. Times are per run, as the tool prints them (avg over its runs)."""
+    if OP_PROFILE_HEADER not in text:
+        raise Kd2EdgeError("no 'Operator-wise Profiling Info for Regular Benchmark Runs' section: run benchmark_model "
+                           "with --enable_op_profiling=true (see docs/phones.md)")
+    section = text.split(OP_PROFILE_HEADER, 1)[1]
+    part, by_op, nodes = None, [], []
+    for line in section.splitlines():
+        if "Run Order" in line:
+            part = "order"
+        elif "Top by Computation Time" in line:
+            part = "top"
+        elif "Summary by node type" in line:
+            part = "summary"
+        elif "Timings (microseconds)" in line:
+            break
+        elif part == "summary" and (m := _SUMMARY_ROW.match(line)):
+            by_op.append({"op": m[1].strip(), "nodes": int(m[2]), "ms_per_run": float(m[3]), "pct": float(m[4])})
+        elif part == "order" and (m := _NODE_ROW.match(line)):
+            avg, pct, called = float(m[4]), float(m[5]), int(m[8])
+            nodes.append({"node": m[9], "op": m[1].strip(), "ms_per_run": avg * called, "pct": pct})
+    if not by_op:
+        raise Kd2EdgeError("the op-profiling section has no 'Summary by node type' rows; save the tool's whole "
+                           "output (see docs/phones.md)")
+    timings = re.search(r"Timings \(microseconds\):\s*(.*)", section)
+    stats = _stats(timings[1]) if timings else {}
+    return {"source": "benchmark_model --enable_op_profiling=true", "runs": int(stats["count"]) if "count" in stats
+            else None, "ms_per_run": stats["avg"] / 1000 if "avg" in stats else None,
+            "by_op": sorted(by_op, key=lambda o: -o["ms_per_run"]),
+            "by_node": sorted(nodes, key=lambda n: -n["pct"])[:top]}
 
 
 def _ms(v):
@@ -108,6 +161,10 @@ def log_row(parsed: dict, meta: dict | None = None, device_name: str | None = No
         "p90_ms": None, "p99_ms": None, "p5_ms": _ms(timed.get("p5")), "p95_ms": _ms(timed.get("p95")),
         "peak_rss_mb": parsed.get("peak_mem_mb"), "mem_delta_mb": parsed.get("mem_delta_mb"),
     }
+    if parsed.get("op_profile"):
+        from kd2edge.bench.profile import top_text
+
+        row.update(profile=parsed["op_profile"], profile_top=top_text(parsed["op_profile"]))
     if meta:
         row.update(artifact=meta.get("name") or row["artifact"], target=meta.get("target", "tflite"),
                    precision=meta.get("precision"))
@@ -120,7 +177,8 @@ def log_row(parsed: dict, meta: dict | None = None, device_name: str | None = No
                          "benchmark_model measures latency only")
     name = device_name or "unknown device"
     row.update(device_id="import-" + hashlib.sha256(name.encode()).hexdigest()[:8], cpu=name, board=name,
-               arch=None, cores=None, isa=None, os=None, python=None, source="benchmark_model", status="ok",
+               arch=None, cores=None, isa=None, os=None, python=None, governor=None, runtimes="benchmark_model",
+               source="benchmark_model", status="ok",
                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), note="; ".join(notes))
     return row
 

@@ -11,20 +11,26 @@ from kd2edge.files import write_json, write_text
 
 # CSV columns in order: device first (the key), then the artifact, latency, accuracy and drift.
 CSV_COLUMNS = [
-    "device_id", "cpu", "board", "arch", "cores", "isa", "os", "python", "source", "status", "created",
-    "artifact", "target", "precision", "runtime", "runtime_version", "threads", "batch", "model_mb",
-    "load_ms", "first_ms", "warmup", "runs", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms",
+    "device_id", "cpu", "board", "arch", "cores", "isa", "os", "python", "governor", "runtimes", "source", "status",
+    "created", "artifact", "target", "precision", "runtime", "runtime_version", "threads", "batch", "model_mb",
+    "protocol", "headline", "headline_ms", "load_ms", "first_ms", "warmup", "runs", "duration_s",
+    "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms",
     "peak_rss_mb", "n_eval", "top1", "student_top1", "agree_student", "delta_student", "max_logit_diff",
-    "mean_logit_diff", "sqnr_db", "teacher_top1", "agree_teacher", "delta_teacher",
+    "mean_logit_diff", "sqnr_db", "teacher_top1", "agree_teacher", "delta_teacher", "gate", "gate_top1_min",
+    "sustained_min", "window_s", "first_p50_ms", "last_p50_ms", "drift_pct", "throttled",
+    "temp_c_first", "temp_c_last", "freq_mhz_first", "freq_mhz_last", "profile_top",
     "dataset", "dataset_n", "dataset_top1", "note", "path",
 ]
+# kept in the JSON only (lists and nested records do not fit a CSV cell)
+JSON_ONLY = ("windows", "profile")
 # The terminal table: (header, row key, format).
 TABLE = [("artifact", "artifact", "{}"), ("runtime", "runtime", "{}"), ("thr", "threads", "{}"),
          ("batch", "batch", "{}"), ("MB", "model_mb", "{:.2f}"), ("load ms", "load_ms", "{:.1f}"),
          ("p50 ms", "p50_ms", "{:.3f}"), ("p90 ms", "p90_ms", "{:.3f}"), ("p99 ms", "p99_ms", "{:.3f}"),
          ("RSS MB", "peak_rss_mb", "{:.0f}"), ("top-1", "top1", "{:.2f}"), ("agree S", "agree_student", "{:.2f}"),
          ("Δ S", "delta_student", "{:+.2f}"), ("max|Δlogit|", "max_logit_diff", "{:.2g}"),
-         ("agree T", "agree_teacher", "{:.2f}"), ("Δ T", "delta_teacher", "{:+.2f}")]
+         ("agree T", "agree_teacher", "{:.2f}"), ("Δ T", "delta_teacher", "{:+.2f}"), ("runs", "runs", "{}"),
+         ("gate", "gate", "{}")]
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -46,6 +52,7 @@ def csv_text(rows: list[dict], existing: str = "") -> str:
     for r in [*old, *rows]:
         columns += [k for k in r if k not in columns]
     buf = io.StringIO()
+    columns = [c for c in columns if c not in JSON_ONLY]
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in [*old, *rows]:
@@ -74,6 +81,15 @@ def write_reports(rows: list[dict], device: dict, out="benchmarks/results", sour
     out = Path(out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = {"json": out / f"bench-{device['device_id']}-{stamp}.json", "csv": out / "bench.csv"}
+    for r in rows:  # sustained runs: one latency-over-time plot each (the path goes into the JSON and CSV)
+        if r.get("windows"):
+            from kd2edge.bench.sustained import plot as sustained_plot
+
+            name = f"sustained-{r['artifact']}-t{r['threads']}-{stamp}.png"
+            png, note = sustained_plot(r, out / name)
+            r["plot"] = str(png) if png else None
+            if note:
+                r["note"] = "; ".join(x for x in (r.get("note"), note) if x)
     write_json(paths["json"], {"format": "kd2edge.bench", "format_version": 1, "source": source,
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device, "results": rows})
     append_csv([r for r in rows if r.get("status") != "skipped"], paths["csv"])
@@ -81,6 +97,27 @@ def write_reports(rows: list[dict], device: dict, out="benchmarks/results", sour
     if png:
         paths["png"] = png
     return paths
+
+
+def detail_lines(rows: list[dict]) -> list[str]:
+    """Lines under the table: the protocol's headline and accuracy gate, sustained windows, op profiles."""
+    from kd2edge.bench import profile, sustained
+
+    lines = []
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        if r.get("protocol") not in (None, "default"):
+            lines.append(f"{r['protocol']} {r['artifact']} threads={r['threads']}: {r['headline']} "
+                         f"{r['headline_ms']:.3f} ms over {r['runs']} queries in {r['duration_s']:.1f} s "
+                         f"(asked: >= {r['min_queries']} and >= {r['min_seconds']:g} s); accuracy gate "
+                         f"{r['gate'].upper()}: {r['gate_note']}")
+        if r.get("windows"):
+            lines += sustained.summary_lines(r)
+            lines.append(f"  plot: {r['plot']}" if r.get("plot") else "  plot: skipped (see note)")
+        if r.get("profile"):
+            lines += profile.summary_lines(r)
+    return lines
 
 
 def plot(path, rows: list[dict]) -> Path | None:

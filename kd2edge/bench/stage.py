@@ -15,8 +15,11 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError
 from kd2edge.artifact import model_size, open_session, read_eval, read_folder
+from kd2edge.bench.protocols import get_protocol, protocol_columns, timing_budget
+from kd2edge.bench.sensors import NOT_EXPOSED
+from kd2edge.bench.sustained import check as check_sustained, time_sustained
 from kd2edge.metrics import agreement, sqnr_db, topk_accuracy
-from kd2edge.runtimes import RuntimeUnavailable, Session
+from kd2edge.runtimes import RuntimeUnavailable, Session, check_available
 from kd2edge.timing import time_runs
 
 
@@ -102,10 +105,16 @@ def _predict(session: Session, x: np.ndarray, progress) -> np.ndarray:
 # ---- the stage ---------------------------------------------------------------------------------------------------
 
 def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | None = None,
-              seconds: float | None = None, warmup: int = 10, dataset=None, progress=None) -> dict:
+              seconds: float | None = None, warmup: int = 10, dataset=None, progress=None,
+              protocol: str = "default", min_queries: int | None = None, min_seconds: float | None = None,
+              sustained: float | None = None, window: float | None = None, profile: bool = False) -> dict:
+    """One row: timings by the protocol (or a sustained run), top-1 and drift on eval.npz, the accuracy gate
+    and, with `profile`, the runtime's per-operator profile."""
     from kd2edge.progress import Bars
 
     progress = progress or Bars()
+    proto = get_protocol(protocol)
+    budget = timing_budget(proto, runs, seconds, min_queries, min_seconds)
     meta = artifact["meta"]
     notes = [] if reset_peak_rss() else ["peak RSS is the process's peak so far (cannot be reset here)"]
     t = time.perf_counter()
@@ -137,7 +146,18 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
            "runtime": session.runtime, "runtime_version": session.version,
            "threads": session.threads, "batch": batch, "model_mb": model_size(artifact["model_path"]) / 2 ** 20,
            "load_ms": load_ms, "first_ms": first_ms, "warmup": warmup}
-    row.update(time_runs(session.run, x, runs, seconds, warmup, progress))
+    if sustained is not None:
+        row.update(time_sustained(session.run, x, sustained, warmup, window, progress))
+        notes += [f"CPU {what} {NOT_EXPOSED} by this OS ({where})" for what, key, where in (
+            ("temperature", "temp_c_first", "/sys/class/thermal"), ("frequency", "freq_mhz_first", "cpufreq"))
+            if row[key] is None]
+    else:
+        row.update(time_runs(session.run, x, warmup=warmup, progress=progress, **budget))
+    if profile:
+        from kd2edge.bench.profile import profile as op_profile, top_text
+
+        row["profile"] = op_profile(artifact, x, threads)
+        row["profile_top"] = top_text(row["profile"]) or row["profile"].get("missing")
     if ev is not None:
         for key in ("student_logits", "teacher_logits"):
             if key in ev and ev[key].shape[1:] != (k,):
@@ -152,6 +172,7 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
         if logits.shape[1] < ds.num_classes:
             raise Kd2EdgeError(f"{dataset} has {ds.num_classes} classes but the model outputs {logits.shape[1]}")
         row.update(dataset=str(dataset), dataset_n=len(ds), dataset_top1=topk_accuracy(logits, ds.y, 1))
+    row.update(protocol_columns(proto, row, budget))
     row.update(status="ok", peak_rss_mb=peak_rss_mb(), note="; ".join(notes), path=str(artifact["dir"]))
     return row
 
@@ -168,9 +189,15 @@ def skipped_row(artifact: dict, threads, batch: int, reason: str) -> dict:
 
 def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seconds: float | None = None,
           warmup: int = 10, dataset=None, out="benchmarks/results", write: bool = True,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, protocol: str = "default", min_queries: int | None = None,
+          min_seconds: float | None = None, sustained: float | None = None, window: float | None = None,
+          profile: bool = False) -> list[dict]:
     """Benchmark artifact folders; one row per (artifact, thread count). `threads`: None (all cores), an int or
-    a list of ints. Rows carry the device fingerprint; with `write`, JSON + CSV (+ PNG) go to `out`."""
+    a list of ints. `protocol`: a key of PROTOCOLS (mlperf: >= 1,024 queries and >= 60 s, p90, accuracy gate);
+    `sustained`: minutes of back-to-back runs reported per `window` seconds (default one minute, a
+    third of a shorter run) instead; `profile`: per-operator
+    times where the runtime offers them. Rows carry the device fingerprint; with `write`, JSON + CSV (+ PNG)
+    go to `out`."""
     from kd2edge.bench.fingerprint import fingerprint
     from kd2edge.bench.reports import write_reports
     from kd2edge.progress import progress_bars
@@ -181,10 +208,23 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
         raise Kd2EdgeError("no artifact folders given (e.g. kd2edge bench exports/student-tflite-int8)")
     if batch < 1 or (runs is not None and runs < 1) or (seconds is not None and seconds <= 0) or warmup < 0:
         raise Kd2EdgeError("--batch and --runs must be >= 1, --seconds > 0, --warmup >= 0")
+    timing_budget(get_protocol(protocol), runs, seconds, min_queries, min_seconds)  # bad flags: before any work
+    check_sustained(sustained, window)
+    if sustained is not None and (runs is not None or seconds is not None or protocol != "default"):
+        raise Kd2EdgeError("--sustained times for its own duration: leave out --runs/--seconds/--protocol")
     thread_list = threads if isinstance(threads, (list, tuple)) else [threads]
     if any(t is not None and int(t) < 1 for t in thread_list):
         raise Kd2EdgeError(f"--threads must be >= 1, got {thread_list}")
     loaded = [read_folder(a) for a in artifacts]  # check every folder before measuring anything
+    unavailable = {}  # runtime packages that cannot exist here (32-bit Arm, CoreML off macOS): skipped rows
+    for art in loaded:
+        try:
+            check_available(art["meta"]["runtime"])  # a package that is merely not installed: its error, now
+        except RuntimeUnavailable as e:
+            unavailable[art["name"]] = e
+    if len(unavailable) == len(loaded):
+        first = next(iter(unavailable.values()))
+        raise first if len(loaded) == 1 else Kd2EdgeError(f"no artifact could run here: {first}")
     device = fingerprint()
     rows = []
     # no refresh thread competing with the timed runs: bars are redrawn between runs only
@@ -193,7 +233,10 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
             for t in thread_list:
                 bars.print(f"bench {art['name']} threads={t or 'all'} batch={batch}")
                 try:
-                    row = bench_one(art, t, batch, runs, seconds, warmup, dataset, bars)
+                    if art["name"] in unavailable:
+                        raise unavailable[art["name"]]
+                    row = bench_one(art, t, batch, runs, seconds, warmup, dataset, bars, protocol, min_queries,
+                                    min_seconds, sustained, window, profile)
                 except RuntimeUnavailable as e:  # e.g. CoreML on Linux: bench the others, say why this one not
                     if len(loaded) == 1:
                         raise
@@ -207,7 +250,9 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
 
 
 def _device_cols(device: dict) -> dict:
+    """The fingerprint columns every row carries (bench.csv stays comparable across boards)."""
     return {"device_id": device["device_id"], "cpu": device["cpu"], "board": device["board"], "arch": device["arch"],
             "cores": device["cores"], "isa": " ".join(x.replace(" ", "_") for x in device["isa"]),
-            "os": device["os"], "python": device["python"], "source": "kd2edge bench",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "os": device["os"], "python": device["python"], "governor": device.get("governor") or NOT_EXPOSED,
+            "runtimes": ", ".join(f"{k} {v}" for k, v in device.get("runtimes", {}).items()),
+            "source": "kd2edge bench", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,6 +37,25 @@ EVAL_BATCH = 100  # images per predict call where the model takes any batch
 
 class RuntimeUnavailable(Kd2EdgeError):
     """The runtime cannot exist on this platform (CoreML off macOS): other artifacts can still be run."""
+
+
+ARM32 = {"armv6l", "armv7l", "armv8l", "arm"}  # 32-bit Arm userlands (older Raspberry Pi OS)
+
+
+def not_installed(package: str, error=None) -> Kd2EdgeError:
+    """The one-line error for a runtime package that cannot be imported. On 32-bit Arm PyPI has no wheel of
+    onnxruntime or ai-edge-litert (nor tflite-runtime for Python 3.11+), so the fix is a 64-bit OS."""
+    machine = platform.machine()
+    if machine.lower() in ARM32:
+        return RuntimeUnavailable(
+            f"{package} cannot be installed on 32-bit Arm ({machine}, Python {platform.python_version()}): PyPI "
+            f"has no {package} wheel for it; fix: install a 64-bit OS (e.g. Raspberry Pi OS 64-bit, aarch64), "
+            "then pip install 'kd2edge[device]'" + (" (on this Python 3.10, pip install 'kd2edge[device]' also "
+            "brings tflite-runtime 2.13, a limited fallback for .tflite)" if package == "ai-edge-litert"
+            and platform.python_version_tuple()[:2] == ("3", "10") else ""))
+    why = f" ({error})" if error else ""
+    return Kd2EdgeError(f"{package} is not installed{why}; install it with: pip install {package} "
+                        "(or pip install 'kd2edge[device]')")
 
 
 @dataclass
@@ -96,6 +116,15 @@ class Session:
             if task:
                 task.advance(size)
         return np.concatenate(outs)
+
+
+def check_available(runtime: str) -> None:
+    """Raise the runtime's one-line error now when its package cannot be imported (a module's optional
+    `available()`), so a bench fails before any measurement rather than halfway."""
+    if runtime in RUNTIMES:
+        check = getattr(importlib.import_module(RUNTIMES[runtime]), "available", None)
+        if check:
+            check()
 
 
 def default_threads(threads: int | None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from kd2edge import Kd2EdgeError
-from kd2edge.runtimes import Session, default_threads
+from kd2edge.runtimes import Session, default_threads, not_installed
 
 TFLITE_RUNTIME_NOTE = (
     "tflite-runtime fallback: its last release (2.14) needs numpy<2, cannot load newer op versions "
@@ -27,9 +27,11 @@ def interpreter_class():
 
         return Interpreter, "tflite-runtime", metadata.version("tflite-runtime"), [TFLITE_RUNTIME_NOTE]
     except ImportError:
-        raise Kd2EdgeError("no TFLite interpreter installed: pip install ai-edge-litert (or 'kd2edge[device]'); "
-                           "tflite-runtime works as a limited fallback on platforms without ai-edge-litert "
-                           "wheels (32-bit Arm)") from None
+        raise not_installed("ai-edge-litert") from None  # tflite-runtime: a fallback, never what we suggest
+
+
+def available() -> None:  # runtimes.check_available
+    interpreter_class()
 
 
 def _quant(details: dict):

@@ -3,27 +3,64 @@ from __future__ import annotations
 
 import numpy as np
 
-from kd2edge import Kd2EdgeError, require
-from kd2edge.runtimes import Session, default_threads
+from kd2edge import Kd2EdgeError
+from kd2edge.runtimes import Session, default_threads, not_installed
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
              "tensor(float16)": np.float16}
 
 
-def load(path, threads: int | None = None) -> Session:
-    ort = require("onnxruntime", "device")
-    threads = default_threads(threads)
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise not_installed("onnxruntime", e) from None
+    return onnxruntime
+
+
+available = _ort  # runtimes.check_available
+
+
+def _session(ort, path, threads: int, profile_prefix: str | None = None):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise Kd2EdgeError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]} "
                            "(re-export it with `kd2edge export`)") from None
+
+
+def profile_trace(path, threads: int | None, x, runs: int, folder) -> list[dict]:
+    """onnxruntime's own session profiling (SessionOptions.enable_profiling) over `runs` calls on `x`, in a
+    session of its own (profiling slows every node, so the timed session never profiles): the JSON trace
+    events (Chrome trace format; `cat` "Node" events carry `dur` in us and `args.op_name`)."""
+    import json
+    import os
+
+    ort = _ort()
+    sess = _session(ort, path, default_threads(threads), profile_prefix=os.path.join(str(folder), "ort-profile"))
+    name = sess.get_inputs()[0].name
+    for _ in range(runs):
+        sess.run(None, {name: x})
+    trace = sess.end_profiling()
+    try:
+        return json.loads(open(trace).read())
+    finally:
+        os.remove(trace)
+
+
+def load(path, threads: int | None = None) -> Session:
+    ort = _ort()
+    threads = default_threads(threads)
+    sess = _session(ort, path, threads)
     i, o = sess.get_inputs()[0], sess.get_outputs()[0]
     if i.type not in ORT_TYPES:
         raise Kd2EdgeError(f"{path}: unsupported input type {i.type}; expected float32, uint8 or int8")

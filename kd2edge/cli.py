@@ -184,7 +184,8 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             calib_images: Annotated[int, typer.Option(help="Training images for int8 calibration.")] = 256,
             eval_images: Annotated[int, typer.Option(help="Test images for verification and eval.npz.")] = 1000,
             max_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) allowed for reduced precision.")] = 1.0,
-            teacher: Annotated[Optional[str], typer.Option(help="Teacher for eval.npz (else the checkpoint's); arch:PATH for a foreign file.")] = None,
+            teacher: Annotated[Optional[str], typer.Option(help="Teacher for eval.npz and QAT (else the checkpoint's); arch:PATH for a foreign file.")] = None,
+            qat_epochs: Annotated[float, typer.Option("--qat-epochs", help="int8 by KD-aware quantization-aware training for N epochs (fractions allowed; onnx, tflite) instead of PTQ.")] = 0,
             dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
             data_dir: DataDir = None,
             as_json: AsJson = False):
@@ -193,7 +194,8 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
 
     rows = export(checkpoint, [t.value for t in target], int8=int8, arch=arch, out=out, calib_images=calib_images,
                   eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
-                  dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]))
+                  dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]),
+                  qat_epochs=qat_epochs)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

@@ -85,3 +85,4 @@ def test_bad_input_one_line(bench_artifacts, tmp_path, monkeypatch, capsys):
     assert "checkpoint" in text and "gone.th" in text
     with pytest.raises(Kd2EdgeError, match="--images"):
         diff(bench_artifacts["onnx"], images=0)
+

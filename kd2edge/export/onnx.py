@@ -74,12 +74,39 @@ def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax") -> Non
                           extra_options={"CalibTensorRangeSymmetric": False})
 
 
-def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
+def _export_qat(qat, path: Path, calib) -> None:
+    """The QAT graph (kd2edge.export.qat, litert-torch's int8 scheme = onnxruntime's QDQ scheme: per-channel
+    symmetric weights, per-tensor asymmetric activations) converted to Q/DQ ops and exported as is."""
+    import copy
+
+    torch = require("torch", "export")
+    onnx = require("onnx", "export")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    qnet = convert_pt2e(copy.deepcopy(qat[0]), fold_quantize=False)
+    x = sample_input(calib, channels_last=True)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        exported = torch.export.export(qnet, (x,), dynamic_shapes=({0: batch},))
+        program = torch.onnx.export(exported, (x,), dynamo=True, external_data=False, opset_version=OPSET,
+                                    input_names=["pixels"], output_names=["logits"], verbose=False)
+    except Exception as e:
+        raise op_error("onnx", e) from None
+    onnx.checker.check_model(program.model_proto)
+    onnx.save_model(program.model_proto, str(path), save_as_external_data=False)
+
+
+def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None) -> dict:
+    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ."""
     path = Path(path)
     c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
     if precision == "fp32":
         _export_fp32(model, preprocessing, path, calib)
         quantization = None
+    elif precision == "int8" and qat is not None:
+        _export_qat(qat, path, calib)
+        quantization = {"scheme": "PT2E QAT exported as QDQ: int8 activations (moving-average, asymmetric), "
+                                  "int8 weights (per-channel, symmetric)", "input": None, "output": None}
     elif precision == "int8":
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             fp32 = Path(tmp) / "fp32.onnx"

@@ -35,6 +35,7 @@ class Source:
     bundle: dict  # eval.npz: x, y, student_logits[, teacher_logits], classes
     teacher: dict | None  # meta.json's teacher record
     dataset: str
+    qat: tuple | None = None  # (prepared graph, quantizer, record) of kd2edge.export.qat, for int8
 
     @property
     def reference(self) -> np.ndarray:
@@ -127,14 +128,19 @@ def calibration_pick(train_y: np.ndarray, n: int, selection: str = "random", see
 def export(checkpoint, targets="all", int8: bool = False, arch: str | None = None, out=None,
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
            precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
-           command: str | None = None, progress: bool = True, plan=None, extra_meta=None) -> list[dict]:
+           command: str | None = None, progress: bool = True, plan=None, extra_meta=None,
+           qat_epochs: float = 0) -> list[dict]:
     """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
     -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
-    agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json."""
+    agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json.
+    `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ."""
     from kd2edge.progress import progress_bars
 
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
+    _check_qat(plan, qat_epochs)
     source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher)
+    if qat_epochs:
+        source.qat = _qat(source, qat_epochs, data_dir, progress)
     out = Path(out or "exports")
     name = name or Path(str(source.info["path"])).stem
     command = command or "kd2edge export " + " ".join(sys.argv[1:])
@@ -174,7 +180,9 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     mod = get_target(target)
     reference, k = source.reference, int(source.reference.shape[1])
     model_path = tmp / mod.MODEL_FILE
-    spec = mod.convert(source.model, source.preprocessing, model_path, precision, source.calib)
+    use_qat = source.qat is not None and precision in mod.INT8
+    spec = mod.convert(source.model, source.preprocessing, model_path, precision, source.calib,
+                       **({"qat": source.qat} if use_qat else {}))
     spec["output"]["shape"] = [None, k]
     session, check = session_for(mod, model_path, spec)
     logits = session.predict(source.test.x)
@@ -198,6 +206,9 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     }
     if meta["quantization"] is not None:
         meta["quantization"]["calibration"] = {"images": int(len(source.calib)), "source": f"{source.dataset} train"}
+        meta["quantization"]["method"] = "QAT" if use_qat else "PTQ"
+        if use_qat:
+            meta["quantization"]["qat"] = dict(source.qat[2])
     mod.embed_metadata(model_path, meta)
     again = session_for(mod, model_path, spec)[0].predict(source.test.x[:16])  # embedding must not touch the graph
     diff = np.abs(np.asarray(again, np.float64) - np.asarray(logits[:16], np.float64)).max()
@@ -206,6 +217,45 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     write_files(tmp, meta, source.bundle)
     row["size"] = model_size(model_path)
     return True
+
+
+QAT_TARGETS = ("onnx", "tflite")
+
+
+def _check_qat(plan, qat_epochs) -> None:
+    if qat_epochs is None or qat_epochs == 0:
+        return
+    if not qat_epochs > 0:
+        raise Kd2EdgeError(f"--qat-epochs must be > 0 (fractions allowed), got {qat_epochs:g}")
+    int8 = [(t, p) for t, p in plan if p in get_target(t).INT8]
+    if not int8:
+        raise Kd2EdgeError("--qat-epochs trains the int8 artifacts: add --int8 (or --precision int8)")
+    other = sorted({t for t, _ in int8 if t not in QAT_TARGETS})
+    if other:
+        raise Kd2EdgeError(f"QAT exports int8 for {', '.join(QAT_TARGETS)}, not {', '.join(other)}; "
+                           f"pick those targets with -t")
+
+
+def _qat(source: Source, epochs: float, data_dir, progress: bool):
+    """KD-aware QAT of the student against its teacher (source.teacher) on the training images."""
+    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+    from kd2edge.data import load_dataset
+    from kd2edge.evaluate import predict
+    from kd2edge.export.qat import qat_prepare
+
+    if not source.teacher:
+        raise Kd2EdgeError("QAT distills from the teacher: pass --teacher PATH (arch:PATH for a foreign file)")
+    teacher, tinfo = load_model(source.teacher["path"], source.teacher.get("arch"))
+    if int(tinfo["num_classes"] or 0) not in (0, len(source.classes)):
+        raise Kd2EdgeError(f"QAT needs a teacher with the student's {len(source.classes)} classes, "
+                           f"{source.teacher['path']} has {tinfo['num_classes']}")
+    tprep = tinfo["preprocessing"] or FOREIGN_PREPROCESSING
+    train = load_dataset(source.dataset, "train", data_dir)
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None
+    prepared, quantizer, record = qat_prepare(source.model, source.preprocessing, train.x,
+                                              lambda x: predict(teacher, x, tprep), epochs, log=log)
+    record["teacher"] = {"path": str(tinfo["path"]), "sha256": tinfo["sha256"], "arch": tinfo["arch"]}
+    return prepared, quantizer, record
 
 
 def _torch_versions() -> dict:

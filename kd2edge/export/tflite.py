@@ -8,6 +8,7 @@ it past the sample batch for our ResNets' option-A shortcuts; the interpreter ca
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histo
     return convert_pt2e(prepared, fold_quantize=fold_quantize), QuantConfig(pt2e_quantizer=quantizer)
 
 
-def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> dict:
+def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None) -> dict:
+    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ."""
     torch = require("torch", "export")
     litert_torch = require("litert_torch", "export")
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own per-step log; we show a progress bar
@@ -78,7 +80,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
         if precision == "fp32":
             edge = litert_torch.convert(net, (x,))
         else:
-            qnet, config = pt2e_int8(net, x, calib)
+            qnet, config = pt2e_int8(net, x, calib) if qat is None else _from_qat(qat)
             edge = litert_torch.convert(qnet, (x,), quant_config=config)
         edge.export(str(path))
     except Kd2EdgeError:
@@ -91,7 +93,9 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
     qin, qout = (_quant(session.input_quant, session.input_dtype), _quant(session.output_quant, session.output_dtype))
     quantization = None
     if precision == "int8":
-        quantization = {"scheme": "PT2E full-integer: int8 activations (histogram, asymmetric), int8 weights "
+        quantization = {"scheme": "PT2E full-integer: int8 activations ("
+                                  + ("histogram" if qat is None else "QAT moving-average")
+                                  + ", asymmetric), int8 weights "
                                   "(per-channel, symmetric)", "input": qin, "output": qout}
     return {"input": {"name": session.input_name, "shape": [session.fixed_batch, h, w, c],
                       "layout": LAYOUT, "dtype": session.input_dtype.name, "range": [0, 255]},
@@ -99,6 +103,14 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
             "quantization": quantization,
             "tool_versions": {"litert_torch": getattr(litert_torch, "__version__", _version("litert-torch")),
                               "ai_edge_litert": _version("ai-edge-litert"), "torchao": _version("torchao")}}
+
+
+def _from_qat(qat):
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared, quantizer, _ = qat
+    return convert_pt2e(copy.deepcopy(prepared), fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
 
 def _quant(q, dtype) -> dict | None:

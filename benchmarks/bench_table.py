@@ -2,7 +2,8 @@
 `kd2edge.bench.bench` at batch 1 with 1 and 2 threads, plus the PyTorch teacher's eager latency on this CPU
 for the speed-up column. Prints a markdown table and saves JSON + markdown in benchmarks/results/.
 
-    .venv/bin/python benchmarks/bench_table.py --student exports/<student>-* --teacher runs/bench/exports/resnet56-* \
+    .venv/bin/python benchmarks/bench_table.py --student exports/student-{onnx,onnx-int8,tflite,tflite-int8} \
+        --teacher runs/bench/exports/resnet56-4bfd9763-{onnx,onnx-int8,tflite,tflite-int8} \
         [--torch-teacher cifar10-resnet56] [--seconds 3] [--tag NAME]
 """
 from __future__ import annotations

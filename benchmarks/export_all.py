@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "weights" / "cifar10"
 
 
 def distilled_students() -> list[Path]:
@@ -49,7 +48,8 @@ def main():
     args = ap.parse_args()
     from kd2edge.export import export
 
-    models = [(str(SHARED / "resnet20-12fca82f.th"), "resnet20", f"resnet56:{SHARED / 'resnet56-4bfd9763.th'}")]
+    # known names: resolved under models/ ($KD2EDGE_WEIGHTS; setup.sh links the shared weights there)
+    models = [("cifar10-resnet20", None, "cifar10-resnet56")]
     if args.checkpoint:
         models = [(p, None, None) for p in args.checkpoint]
     elif not args.only_shared:

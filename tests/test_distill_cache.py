@@ -41,6 +41,17 @@ def test_hit_miss_persistence_and_exact_views(tmp_path, images, teacher_path):
     assert again.filled_fraction() == pytest.approx(64 / 256)
 
 
+def test_logits_do_not_depend_on_how_many_images_missed(tmp_path, images, teacher_path):
+    """A lone miss (a nearly warm cache) stores the same fp16 bits as the same image filled in a full batch."""
+    teacher = load_teacher(str(teacher_path("resnet20")), "resnet20")
+    x = torch.from_numpy(images[:32])
+    idx, slot = torch.arange(32), torch.zeros(32, dtype=torch.int64)
+    full = TeacherCache(teacher, images, "a", views_per_image=1, root=tmp_path / "a").logits(idx, slot, x)
+    lone = TeacherCache(teacher, images, "b", views_per_image=1, root=tmp_path / "b")
+    singles = torch.cat([lone.logits(idx[i:i + 1], slot[i:i + 1], x[i:i + 1]) for i in range(32)])
+    assert torch.equal(singles, full)
+
+
 def test_key_invalidation(tmp_path, images, teacher_path):
     t20 = load_teacher(str(teacher_path("resnet20")), "resnet20")
     t32 = load_teacher(str(teacher_path("resnet32")), "resnet32")

@@ -36,6 +36,7 @@ from kd2edge.batches import apply_views, num_views
 from kd2edge.locations import location
 
 POOL_SEED = 20240101
+MIN_BATCH = 8
 FORMAT = "kd2edge.teacher_cache"
 
 
@@ -103,7 +104,11 @@ class TeacherCache:
         i, s = idx.numpy(), slot.numpy()
         miss = np.flatnonzero(self.filled[i, s] == 0)
         if len(miss):
-            out = self.teacher.logits(x_views[torch.from_numpy(miss)]).numpy().astype(np.float16)
+            # at least MIN_BATCH images per pass (repeats of the misses): at batch 1 the CPU kernels round
+            # differently (0.2% of fp16 logits off by one step, benchmarks/cache_numerics.py), so a cold and a
+            # warm cache would give a run different numbers; from batch 7 on every size tried gives the same bits
+            pad = np.resize(miss, max(len(miss), MIN_BATCH))
+            out = self.teacher.logits(x_views[torch.from_numpy(pad)]).numpy()[:len(miss)].astype(np.float16)
             self.store[i[miss], s[miss]] = out
             self.filled[i[miss], s[miss]] = 1
         self.misses += len(miss)

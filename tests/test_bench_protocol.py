@@ -194,3 +194,12 @@ def test_missing_runtime_is_one_error_line(bench_artifacts, tmp_path, machine):
                                 bench_artifacts["tflite-int8"], "--out", tmp_path, code=BLOCK))
     assert ("no artifact could run here" in both) == (machine == "armv7l")
     assert not (tmp_path / "bench.csv").exists()
+
+
+def test_sustained_plot_with_temperature_and_frequency(tmp_path):
+    from kd2edge.plots import sustained_png
+
+    windows = [{"start_min": i, "end_min": i + 1, "runs": 100, "p50_ms": 1.0 + 0.2 * i, "p90_ms": 1.5 + 0.2 * i,
+                "temp_c": 55.0 + 8 * i, "freq_mhz": 2400.0 - 300 * i} for i in range(3)]
+    png = sustained_png(windows, tmp_path / "s.png", title="a Pi 5 under load")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"

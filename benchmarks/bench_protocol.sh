@@ -8,17 +8,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
 OUT=${1:-/tmp/kd2edge-bench-protocol}
-SHARED=${KD2EDGE_SHARED:-$ROOT/../shared}
 THREADS=${THREADS:-1}
+cd "$ROOT"  # models/ (known teacher names) and data/ are found from the checkout
 kd2edge() { "$PY" -m kd2edge "$@"; }
 machine() { echo "# $(date -u +%FT%TZ) loadavg: $(cut -d' ' -f1-3 /proc/loadavg); $("$PY" -c 'from kd2edge.bench.fingerprint import fingerprint as f; d = f(); print(d["cpu"], d["cores"], "cores, ISA:", " ".join(d["isa"]))')"; }
 
-ONNX=$OUT/exports/resnet20-12fca82f-onnx-int8
-TFL=$OUT/exports/resnet20-12fca82f-tflite-int8
-if [ ! -e "$ONNX/meta.json" ] || [ ! -e "$TFL/meta.json" ]; then
-  kd2edge export "$SHARED/weights/cifar10/resnet20-12fca82f.th" --arch resnet20 --teacher cifar10-resnet56 \
-    -t onnx -t tflite --precision int8 --out "$OUT/exports"
+if ! ls -d "$OUT"/exports/*-onnx-int8 "$OUT"/exports/*-tflite-int8 >/dev/null 2>&1; then
+  kd2edge export cifar10-resnet20 --teacher cifar10-resnet56 -t onnx -t tflite --precision int8 --out "$OUT/exports"
 fi
+ONNX=$(ls -d "$OUT"/exports/*-onnx-int8 | head -1)
+TFL=$(ls -d "$OUT"/exports/*-tflite-int8 | head -1)
 machine
 kd2edge bench "$ONNX" "$TFL" --threads "$THREADS" --protocol mlperf --profile --out "$OUT/results"
 machine

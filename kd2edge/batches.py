@@ -27,11 +27,16 @@ class Normalizer(torch.nn.Module):
 
 
 def normalize(x_nhwc_uint8: torch.Tensor | np.ndarray, preprocessing: dict) -> torch.Tensor:
-    """uint8 NHWC images -> normalized float NCHW tensor using a checkpoint's preprocessing record."""
+    """uint8 NHWC RGB images -> the model input of a checkpoint's preprocessing record / an input contract
+    (kd2edge.input_contract): (x / 255 - mean) / std, NCHW unless `layout` is NHWC, BGR if `channel_order` says.
+    The same float32 operations as the numpy `input_contract.apply_contract`, so both give the same bits."""
     x = torch.as_tensor(x_nhwc_uint8)
-    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    return (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    if preprocessing.get("channel_order", "RGB") == "BGR":
+        x = x.flip(-1)
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32)
+    out = (x.float() / 255.0 - mean) / std
+    return out if preprocessing.get("layout", "NCHW") == "NHWC" else out.permute(0, 3, 1, 2)
 
 
 def num_views(pad: int = 4, flip: bool = True) -> int:

@@ -26,6 +26,12 @@ console = Console()
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data location (else $KD2EDGE_DATA, else ./data).")]
 Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture of a foreign checkpoint (see `kd2edge zoo`).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# kd2edge.input_contract.PRESETS, written out so that the help needs no import; test_architecture checks them
+CONTRACT_HELP = ("preset raw255 | unit | imagenet | cifar10 | cifar100 | symmetric, or key=value pairs "
+                 "'range=1,mean=0.5,std=0.5,layout=NHWC,order=BGR' (docs/TEACHERS.md); default: what the file "
+                 "records, else a stated guess")
+TeacherInput = Annotated[Optional[str], typer.Option("--teacher-input", help="How the teacher is fed: " + CONTRACT_HELP)]
+MatchClasses = Enum("MatchClasses", {k: k for k in ("name", "index")}, type=str)  # evaluate.MATCH_CLASSES
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> Table:
@@ -64,7 +70,8 @@ def zoo(as_json: AsJson = False,
 
 @app.command("eval")
 def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with --arch) or TorchScript checkpoint, "
-                                                         "or a known teacher name such as cifar10-resnet56.")],
+                                                         "a known teacher name such as cifar10-resnet56, an .onnx "
+                                                         "file or an artifact folder.")],
           arch: Arch = None,
           dataset: Annotated[Optional[str], typer.Option(help="cifar10, cifar100, an image folder or an .npz "
                                                               "(default: the checkpoint's dataset).")] = None,
@@ -80,8 +87,12 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
           threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's).")] = None,
           download: Annotated[bool, typer.Option("--download", help="Download cifar10/cifar100 or a known "
                                                  "pretrained checkpoint when missing (needs internet).")] = False,
+          input_: Annotated[Optional[str], typer.Option("--input", help="How the model is fed: " + CONTRACT_HELP)] = None,
+          match_classes: Annotated[MatchClasses, typer.Option(help="Match dataset classes to the model's by name "
+                                                              "(refuse when they cannot be), or by index.")] = MatchClasses.name,
           as_json: AsJson = False):
-    """Evaluate a checkpoint: top-1/top-5, per-class P/R/F1, confusion matrix, latency, params, MACs."""
+    """Evaluate a model (checkpoint, TorchScript, .onnx or artifact folder): top-1/top-5, per-class P/R/F1,
+    confusion matrix, latency, params, MACs."""
     from kd2edge.evaluate import evaluate
     from kd2edge.progress import progress_bars
 
@@ -91,7 +102,10 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
     with progress_bars(delay=0.5) as progress:  # bars only once work takes longer than half a second
         r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
                      latency=latency, num_classes=num_classes, progress=progress, threads=threads,
-                     download=download)
+                     download=download, contract=input_, match=match_classes.value)
+    print(r["input_line"], file=sys.stderr, flush=True)
+    if r.get("warning"):
+        print(f"warning: {r['warning']}", file=sys.stderr, flush=True)
     if as_json:
         print(json.dumps(r, indent=2))
         return
@@ -126,6 +140,8 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
             set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any distill key: --set T=2 --set labeled_fraction=0.05 (repeatable).")] = None,
             teacher: Annotated[Optional[str], typer.Option(help="Teacher: checkpoint, known name (cifar10-resnet56), TorchScript or .onnx.")] = None,
             teacher_arch: Annotated[Optional[str], typer.Option(help="Architecture of a foreign teacher checkpoint.")] = None,
+            teacher_input: TeacherInput = None,
+            teacher_check: Annotated[Optional[bool], typer.Option("--teacher-check/--no-teacher-check", help="Stop before training when the teacher scores below teacher_min_top1 (default 3x chance) on 500 labeled validation images.")] = None,
             student: Annotated[Optional[str], typer.Option(help="Student arch from `kd2edge zoo`.")] = None,
             student_init: Annotated[Optional[str], typer.Option(help="Warm-start the student from this checkpoint (its arch or a deeper one of the family).")] = None,
             method: Annotated[Optional[Method], typer.Option(help="Distillation method (ce: hard labels only).")] = None,
@@ -145,7 +161,8 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
     from kd2edge.distill.config import apply_sets, load_config_file
 
     base = apply_sets(load_config_file(config) if config else {}, set_ or [])
-    flags = {"teacher": teacher, "teacher_arch": teacher_arch, "student": student, "student_init": student_init,
+    flags = {"teacher": teacher, "teacher_arch": teacher_arch, "teacher_input": teacher_input,
+             "teacher_check": teacher_check, "student": student, "student_init": student_init,
              "method": _value(method), "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "optimizer": _value(optimizer), "schedule": _value(schedule), "dataset": dataset,
              "data_dir": str(data_dir) if data_dir else None, "limit_train": limit_train, "seed": seed,
@@ -186,6 +203,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             max_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) allowed for reduced precision.")] = 1.0,
             teacher: Annotated[Optional[str], typer.Option(help="Teacher for eval.npz and QAT (else the checkpoint's); arch:PATH for a foreign file.")] = None,
             qat_epochs: Annotated[float, typer.Option("--qat-epochs", help="int8 by KD-aware quantization-aware training for N epochs (fractions allowed; onnx, tflite) instead of PTQ.")] = 0,
+            teacher_input: TeacherInput = None,
             dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
             data_dir: DataDir = None,
             as_json: AsJson = False):
@@ -195,7 +213,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
     rows = export(checkpoint, [t.value for t in target], int8=int8, arch=arch, out=out, calib_images=calib_images,
                   eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
                   dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]),
-                  qat_epochs=qat_epochs)
+                  qat_epochs=qat_epochs, teacher_input=teacher_input)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -318,7 +336,7 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
     for key, title, cols in (("summary", "models (PyTorch, test set)",
                               ["model", "params", "top-1 (%)", "F1 (%)", "PyTorch b1 p50 (ms)"]),
                              ("deployment", "deployment (batch 1, this machine)",
-                              ["artifact", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)", "Δ vs teacher (pt)",
+                              ["artifact", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)", "tied top-1", "Δ vs teacher (pt)",
                                "threads", "p50 (ms)", "speedup vs PyTorch teacher"])):
         console.print(_table(title, cols, [[r[c] for c in cols] for r in report[key]["rows"]]))
     console.print(f"report: {report['report_md']} and {report['report_html']}")

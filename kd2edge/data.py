@@ -5,11 +5,13 @@ Sources (`load_dataset(source, split)`):
   the data location (see `kd2edge.locations`); downloaded with torchvision's downloader when missing and
   `download=True` (needs internet).
 - a folder in ImageFolder layout: `root/train/<class>/*.png|jpg`, `root/test/<class>/...`.
-- an `.npz` file with `x` (uint8 N,H,W,C) and `y` (and optional `classes`).
+- an `.npz` file with `x_train`/`y_train` and `x_test`/`y_test`, or only `x` and `y` (then the last 10% of
+  each class is the test split, said in one line), and optional `classes`.
 """
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,6 +247,8 @@ def load_npz(path: Path, split: str) -> Dataset:
             raise Kd2EdgeError(f"{path} lacks array {lacking[0]!r} (has {', '.join(z.files) or 'none'}; expected "
                                f"x: uint8 N,H,W,C and y: labels, or x_{split}/y_{split})")
         x, y = z[keys[0]], z[keys[1]]
+        if keys == ("x", "y") and not any(k.startswith(("x_train", "x_test")) for k in z.files):
+            x, y = _holdout(x, np.asarray(y).reshape(-1), split, path)
     except Kd2EdgeError:
         raise
     except Exception as e:
@@ -259,6 +263,35 @@ def load_npz(path: Path, split: str) -> Dataset:
     y = np.asarray(y, dtype=np.int64).reshape(-1)
     classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max(initial=0)) + 1)]
     return Dataset(np.ascontiguousarray(x), y, classes, path.stem, split)
+
+
+HOLDOUT = 0.10  # of each class, the LAST images (in file order) of an .npz without splits form its test split
+_told: set = set()
+
+
+def holdout_mask(y: np.ndarray, fraction: float = HOLDOUT) -> np.ndarray:
+    """True for the test images of an unsplit dataset: the last ceil(fraction * n) images of every class with
+    at least two images, in file order (no randomness: the same split on every machine)."""
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if len(idx) > 1:
+            test[idx[len(idx) - int(np.ceil(fraction * len(idx))):]] = True
+    return test
+
+
+def _holdout(x: np.ndarray, y: np.ndarray, split: str, path: Path):
+    """An .npz with only x/y: split it so that nothing is validated on its own training images; say so once."""
+    if len(x) != len(y):
+        return x, y  # reported by the shape check
+    test = holdout_mask(y)
+    if str(path) not in _told:
+        _told.add(str(path))
+        print(f"note: {path} has no x_train/x_test split: its last {HOLDOUT:.0%} of each class "
+              f"({int(test.sum())} images) is the test split, the other {int((~test).sum())} the training split",
+              file=sys.stderr, flush=True)
+    keep = test if split == "test" else ~test
+    return x[keep], y[keep]
 
 
 DATASETS = {"cifar10": load_cifar10, "cifar100": load_cifar100}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -11,17 +13,18 @@ import torch
 
 from kd2edge import Kd2EdgeError
 from kd2edge.batches import normalize
-from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+from kd2edge.checkpoint import load_model
 from kd2edge.data import Dataset, load_dataset
 from kd2edge.metrics import classification_report
 from kd2edge.pretrained import arch_of, fetch
-from kd2edge.files import write_json, write_text
+from kd2edge.files import sha256, write_json, write_text
 from kd2edge.zoo import count_macs, count_params
 
 
 @torch.no_grad()
 def predict(model, x_uint8: np.ndarray, preprocessing: dict, batch_size: int = 500, on_batch=None) -> np.ndarray:
-    """Logits (float32 numpy) of `model` on uint8 NHWC images; `on_batch(n)` is called after each batch."""
+    """Logits (float32 numpy) of `model` on uint8 NHWC images fed as `preprocessing` (a checkpoint's record
+    or an input contract) says; `on_batch(n)` is called after each batch."""
     model.eval()
     out = []
     for i in range(0, len(x_uint8), batch_size):
@@ -121,30 +124,135 @@ def _dataset_name(info: dict) -> str:
     return "cifar10"
 
 
-def match_classes(ds: Dataset, classes: list[str] | None, what: str) -> Dataset:
-    """Relabel `ds` into the checkpoint's class order when both name the same classes in another order;
-    fail when the names differ (numeric default names such as '0', '1' count as unnamed)."""
-    if not classes or list(classes) == ds.classes:
+MATCH_CLASSES = ("name", "index")
+
+
+def match_classes(ds: Dataset, classes: list[str] | None, what: str, mode: str = "name") -> Dataset:
+    """Relabel `ds` into the model's class order when both name the same classes (in any order). Classes that
+    cannot be matched by name (unnamed .npz classes '0', '1', ... against a model's names, or other names)
+    are refused unless `mode` is "index" (label i = the model's class i), which is said in one line. A model
+    that records no class names is matched by index (there is nothing else), also said in one line."""
+    if mode not in MATCH_CLASSES:
+        raise Kd2EdgeError(f"unknown --match-classes {mode!r}; valid: {', '.join(MATCH_CLASSES)}")
+    if not classes:
+        if not ds.name.startswith("cifar"):
+            print(f"note: {what} records no class names: dataset {ds.name}'s labels are taken as its class indices",
+                  file=sys.stderr, flush=True)
         return ds
-    if all(c.isdigit() for c in ds.classes):  # unnamed (npz) classes take the checkpoint's names
-        return ds if len(classes) != ds.num_classes else Dataset(ds.x, ds.y, list(classes), ds.name, ds.split,
-                                                                  ds.extra, ds.extra_classes)
+    if list(classes) == ds.classes:
+        return ds
+    if mode == "index" or len(classes) != ds.num_classes:
+        if len(classes) == ds.num_classes:
+            print(f"note: --match-classes index: label i of {ds.name} is taken as {what}'s class i "
+                  f"({classes[0]}, {classes[1] if len(classes) > 1 else ''} ...)", file=sys.stderr, flush=True)
+            return Dataset(ds.x, ds.y, list(classes), ds.name, ds.split, ds.extra, ds.extra_classes)
+        return ds  # a class-count mismatch is reported by check_classes
+    if all(c.isdigit() for c in ds.classes):
+        raise Kd2EdgeError(f"dataset {ds.name} names no classes (labels 0..{ds.num_classes - 1}) but {what} has "
+                           f"named classes ({', '.join(classes[:3])} ...): they cannot be matched by name; add a "
+                           "`classes` array to the .npz, or pass --match-classes index if label i is class i")
     if sorted(classes) != sorted(ds.classes):
         extra, missing = sorted(set(ds.classes) - set(classes)), sorted(set(classes) - set(ds.classes))
         raise Kd2EdgeError(f"{what} classes differ from dataset {ds.name}'s: dataset only {extra[:5]}, "
-                           f"{what} only {missing[:5]}; evaluate on the dataset it was trained on")
+                           f"{what} only {missing[:5]}; evaluate on the dataset it was trained on, or pass "
+                           "--match-classes index if label i is class i")
     index = {c: i for i, c in enumerate(classes)}
     remap = np.asarray([index[c] for c in ds.classes], dtype=np.int64)
     return Dataset(ds.x, remap[ds.y], list(classes), ds.name, ds.split, ds.extra, ds.extra_classes)
 
 
+def model_contract(info: dict, spec=None, flag: str = "--input") -> tuple[dict, str]:
+    """The input contract of a model from kd2edge.checkpoint.load_model, and the one line saying which and why:
+    `spec` (the user's flag), else the checkpoint's / kd2edge.json's record, else ImageNet (foreign files)."""
+    from kd2edge.input_contract import resolve_contract
+
+    why = {"native": "recorded in the kd2edge checkpoint",
+           "foreign": "a foreign state dict: ImageNet mean/std, the convention of the shared CIFAR teachers",
+           "torchscript": "the kd2edge.json record inside the TorchScript file"}[info["source"]]
+    recorded = info.get("preprocessing")
+    if recorded and info["source"] != "native":
+        recorded = {**recorded, "input_size": None}  # foreign nets take the dataset's size
+    return resolve_contract(spec, recorded, why, "imagenet", "a TorchScript file without a kd2edge.json record: "
+                            "assumed ImageNet normalization (torchvision/timm convention)", flag)
+
+
+def load_predictor(spec, arch: str | None = None, num_classes: int | None = None, contract=None,
+                   flag: str = "--input") -> dict:
+    """Any model eval accepts, as {predict(x_uint8, on_batch) -> logits, info, contract, line, model}: a
+    native/foreign/TorchScript checkpoint or known name (model = the torch module), an .onnx file or an
+    artifact folder (model None; run by kd2edge.runtimes). `contract` overrides what the file records."""
+    from kd2edge.input_contract import (ONNX_GUESS, onnx_default, onnx_layout, onnx_record, resolve_contract,
+                                        run_session)
+
+    p = Path(str(spec)).expanduser()
+    if p.is_dir():
+        from kd2edge.artifact import open_session, read_folder
+
+        if contract is not None:
+            raise Kd2EdgeError(f"{p} is an artifact folder: its input is fixed by its meta.json (raw pixels, "
+                               f"normalization inside); drop {flag}")
+        art = read_folder(p)
+        meta, session = art["meta"], open_session(art)
+        shape = meta["input"].get("shape") or []
+        hw = shape[1:3] if meta["input"].get("layout", "NHWC") == "NHWC" else shape[2:4]
+        c, line = resolve_contract(None, {"mean": [0.0] * 3, "std": [1 / 255] * 3, "layout": meta["input"]["layout"],
+                                          "channel_order": "RGB", "input_size": [3, *hw], "name": "raw255"},
+                                   "the artifact's meta.json (raw pixels, normalization inside)", "", "", flag)
+        info = {"path": str(art["model_path"]), "sha256": sha256(art["model_path"]), "arch": meta.get("name"),
+                "source": f"artifact {meta['target']} {meta['precision']}", "classes": meta.get("classes"),
+                "num_classes": (meta.get("source") or {}).get("num_classes"),
+                "provenance": {"dataset": (meta.get("source") or {}).get("dataset")}}
+        return {"predict": lambda x, on_batch=None: _session_predict(session.predict, x, on_batch), "info": info,
+                "contract": c, "line": line, "model": None}
+    if p.suffix == ".onnx":
+        from kd2edge.locations import resolve_file
+        from kd2edge.runtimes import load_session
+
+        path = resolve_file(p)
+        session = load_session("onnxruntime", path, torch.get_num_threads())
+        session.name = str(path)
+        recorded, why, size = onnx_record(session)
+        c, line = resolve_contract(contract, recorded, why, onnx_default(session), ONNX_GUESS, flag, size,
+                                   onnx_layout(session))
+        meta = _json(session.metadata.get("kd2edge"))
+        info = {"path": str(path), "sha256": sha256(path), "arch": meta.get("name") or "onnx", "source": "onnx",
+                "classes": meta.get("classes") or _json(session.metadata.get("classes")) or None,
+                "num_classes": (meta.get("source") or {}).get("num_classes"),
+                "provenance": {"dataset": (meta.get("source") or {}).get("dataset")}}
+        return {"predict": lambda x, on_batch=None: _session_predict(
+                    lambda xs: run_session(session, xs, c), x, on_batch), "info": info, "contract": c, "line": line,
+                "model": None}
+    model, info = load_model(spec, arch, num_classes)
+    c, line = model_contract(info, contract, flag)
+    return {"predict": lambda x, on_batch=None, bs=500: predict(model, x, c, bs, on_batch), "info": info,
+            "contract": c, "line": line, "model": model}
+
+
+def _json(text):
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}
+
+
+def _session_predict(fn, x: np.ndarray, on_batch=None, batch: int = 500) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        out.append(fn(x[i:i + batch]))
+        if on_batch:
+            on_batch(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
 def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, split: str = "test",
              data_dir=None, out=None, limit: int | None = None, batch_size: int = 500,
              latency: bool = True, num_classes: int | None = None, progress=None, threads: int | None = None,
-             download: bool = False) -> dict:
-    """Evaluate a checkpoint on a dataset split. `progress`: progress bars (kd2edge.progress) or None.
-    `threads` sets torch's CPU threads for the whole run. `download`: fetch a missing CIFAR dataset or known
-    pretrained checkpoint (needs internet)."""
+             download: bool = False, contract=None, match: str = "name") -> dict:
+    """Evaluate a model on a dataset split: a checkpoint (native, foreign, TorchScript, known name), an .onnx
+    file or an artifact folder, fed as `contract` says (else as it records, else a stated guess; see
+    kd2edge.input_contract). `progress`: progress bars (kd2edge.progress) or None. `threads` sets torch's CPU
+    threads for the whole run. `download`: fetch a missing CIFAR dataset or known pretrained checkpoint.
+    `match`: how dataset classes meet the model's ("name", or "index")."""
     if batch_size < 1:
         raise Kd2EdgeError(f"--batch-size must be at least 1, got {batch_size}")
     if threads is not None:
@@ -154,19 +262,17 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
         torch.set_num_threads(threads)
         try:
             return evaluate(checkpoint, arch, dataset, split, data_dir, out, limit, batch_size, latency,
-                            num_classes, progress, download=download)
+                            num_classes, progress, download=download, contract=contract, match=match)
         finally:
             torch.set_num_threads(before)
     if download and arch_of(checkpoint):
         fetch(str(checkpoint))
-    model, info = load_model(checkpoint, arch, num_classes)
+    pred = load_predictor(checkpoint, arch, num_classes, contract)
+    info, prep, model = pred["info"], pred["contract"], pred["model"]
     dataset = dataset or _dataset_name(info)
-    prep = info.get("preprocessing")
-    size = tuple(prep["input_size"][1:]) if info["source"] == "native" and prep and prep.get("input_size") else None
+    size = tuple(prep["input_size"][1:]) if prep.get("input_size") else None
     ds = load_dataset(dataset, split, data_dir, download=download, limit=limit, size=size)
-    if prep is None:  # TorchScript without kd2edge metadata: ImageNet statistics, like the foreign teachers
-        prep = dict(FOREIGN_PREPROCESSING)
-    if info["source"] != "native" or not prep.get("input_size"):  # foreign nets take the dataset's size
+    if not prep.get("input_size"):  # foreign nets take the dataset's size
         prep = {**prep, "input_size": [3, *ds.x.shape[1:3]]}
     elif size and tuple(ds.x.shape[1:3]) != size:
         raise Kd2EdgeError(f"{info['path']} expects {size[0]}x{size[1]} images but {ds.name} has "
@@ -175,19 +281,32 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
     expected = info.get("num_classes") or num_classes
     if expected:
         check_classes(int(expected), ds, what)
-    ds = match_classes(ds, info.get("classes"), what)
+    ds = match_classes(ds, info.get("classes"), what, match)
     step = progress.task("predict", len(ds), unit="img").advance if progress else None
-    logits = predict(model, ds.x, prep, batch_size, on_batch=step)
+    logits = pred["predict"](ds.x, on_batch=step) if model is None else \
+        pred["predict"](ds.x, on_batch=step, bs=batch_size)
     check_classes(logits.shape[1], ds, what)
     report = classification_report(logits, ds.y, ds.classes)
     input_size = prep["input_size"]
     result = {"checkpoint": str(info["path"]), "sha256": info["sha256"], "arch": info["arch"],
               "source": info["source"], "dataset": ds.name, "split": split, **report,
-              **model_cost(model, input_size), "input_size": list(input_size)}
-    if latency:
-        runs, throughput_runs = 100, 3
-        step = progress.task("latency", runs + throughput_runs, unit="runs").advance if progress else None
-        result.update(torch_latency(model, input_size, runs=runs, throughput_runs=throughput_runs, on_step=step))
+              "input": prep, "input_line": pred["line"], "input_size": list(input_size)}
+    chance = 100.0 / ds.num_classes
+    if len(ds) >= 100 and report["top1"] < 3 * chance:
+        result["warning"] = (f"top-1 {report['top1']:.1f}% is below 3x chance ({3 * chance:.1f}%): the input "
+                             f"contract is probably wrong; try --input raw255, unit, imagenet or cifar10 "
+                             "(docs/TEACHERS.md)")
+    if model is not None:
+        result.update(model_cost(model, input_size) if prep.get("layout", "NCHW") == "NCHW" else
+                      {"params": count_params(model), "macs": None})
+        if latency:
+            runs, throughput_runs = 100, 3
+            step = progress.task("latency", runs + throughput_runs, unit="runs").advance if progress else None
+            result.update(torch_latency(model, input_size if prep.get("layout", "NCHW") == "NCHW" else
+                                        [*input_size[1:], input_size[0]], runs=runs,
+                                        throughput_runs=throughput_runs, on_step=step))
+    else:
+        result.update(params=None, macs=None)
     if out is not None:
         write_outputs(result, Path(out))
     return result

@@ -4,10 +4,30 @@ from __future__ import annotations
 import numpy as np
 
 
+def predict_top1(logits: np.ndarray) -> np.ndarray:
+    """THE top-1 prediction: argmax over classes; a tie goes to the FIRST (lowest) class index, as
+    np.argmax and torch.argmax break it. Every top-1 in kd2edge (accuracy, confusion matrices, agreement,
+    export verification, bench, reports) comes from here."""
+    return np.asarray(logits).argmax(1)
+
+
+def predict_topk(logits: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) class indices by falling logit; ties in index order, so column 0 is `predict_top1`."""
+    return np.argsort(-np.asarray(logits), axis=1, kind="stable")[:, :min(k, np.asarray(logits).shape[1])]
+
+
+def tied_top1(logits: np.ndarray) -> int:
+    """How many rows have their largest logit more than once (their top-1 is decided by the tie rule);
+    quantized (int8) outputs tie often."""
+    logits = np.asarray(logits)
+    return int(((logits == logits.max(1, keepdims=True)).sum(1) > 1).sum())
+
+
 def topk_accuracy(logits: np.ndarray, y: np.ndarray, k: int = 1) -> float:
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float((top == y[:, None]).any(axis=1).mean() * 100)
+    y = np.asarray(y)
+    if k == 1:
+        return float((predict_top1(logits) == y).mean() * 100)
+    return float((predict_topk(logits, k) == y[:, None]).any(axis=1).mean() * 100)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -33,15 +53,16 @@ def classification_report(logits: np.ndarray, y: np.ndarray, classes: list[str] 
     logits = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     num_classes = logits.shape[1]
-    cm = confusion_matrix(y, logits.argmax(1), num_classes)
+    cm = confusion_matrix(y, predict_top1(logits), num_classes)
     return {"n": int(len(y)), "top1": topk_accuracy(logits, y, 1), "top5": topk_accuracy(logits, y, 5),
+            "tied_top1": tied_top1(logits),
             **per_class(cm), "classes": list(classes) if classes else [str(i) for i in range(num_classes)],
             "confusion_matrix": cm.tolist()}
 
 
 def agreement(a_logits: np.ndarray, b_logits: np.ndarray) -> float:
     """Percent of samples on which two models predict the same top-1 class."""
-    return float((np.asarray(a_logits).argmax(1) == np.asarray(b_logits).argmax(1)).mean() * 100)
+    return float((predict_top1(a_logits) == predict_top1(b_logits)).mean() * 100)
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:

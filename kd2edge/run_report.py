@@ -12,7 +12,7 @@ from kd2edge.render import write_report
 SUMMARY_COLS = ["model", "arch", "params", "MACs", "top-1 (%)", "top-5 (%)", "precision (%)", "recall (%)",
                 "F1 (%)", "PyTorch b1 p50 (ms)", "throughput (img/s)"]
 DEPLOY_COLS = ["artifact", "target", "precision", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)",
-               "agree student (%)", "Δ vs teacher (pt)", "agree teacher (%)", "threads", "p50 (ms)", "p90 (ms)",
+               "tied top-1", "agree student (%)", "Δ vs teacher (pt)", "agree teacher (%)", "threads", "p50 (ms)", "p90 (ms)",
                "speedup vs PyTorch teacher"]
 
 
@@ -68,10 +68,12 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> l
         if skipped:
             head["status"] = f"{e['status']}; not benched here (see below)"
         if not runs:  # the export's own parity check is all there is
-            rows.append(_deploy_row(head, **{"top-1 (%)": e.get("top1"), "agree student (%)": e.get("agreement")}))
+            rows.append(_deploy_row(head, **{"top-1 (%)": e.get("top1"), "agree student (%)": e.get("agreement"),
+                                             "tied top-1": e.get("tied_top1")}))
         for b in runs:
             rows.append(_deploy_row(head, b, teacher_ms, **{
                 "top-1 (%)": b.get("top1"), "Δ vs student (pt)": b.get("delta_student"),
+                "tied top-1": b.get("tied_top1"),
                 "agree student (%)": b.get("agree_student"), "Δ vs teacher (pt)": b.get("delta_teacher"),
                 "agree teacher (%)": b.get("agree_teacher")}))
     return rows
@@ -141,7 +143,8 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
               ("p", "PyTorch rows: the checkpoints in eager mode, timed by the same loop in the same process right "
                     "after the artifacts (top-1 in the table above; the summary's latency is their first thread count). "
                     "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the artifact's eval "
-                    "bundle; agree = top-1 agreement. Speedup = PyTorch teacher p50 / row p50 at the same thread count.")]
+                    "bundle; agree = top-1 agreement; tied top-1 = images whose largest logit occurs more than once (the "
+                    "first class wins, kd2edge.metrics.predict_top1). Speedup = PyTorch teacher p50 / row p50 at the same thread count.")]
     blocks += [("p", line) for line in skipped_notes(benches)] + [("h", "Plots")]
     blocks += [("img", path, caption) for caption, path in plots.items()]
     failed = [e for e in exports if e["status"] != "ok"]

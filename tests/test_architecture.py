@@ -12,7 +12,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "kd2edge"
 BASE = {"kd2edge", "kd2edge.files", "kd2edge.locations", "kd2edge.pretrained", "kd2edge.data",
         "kd2edge.metrics", "kd2edge.artifact", "kd2edge.render", "kd2edge.plots", "kd2edge.progress",
-        "kd2edge.timing"}  # + kd2edge.runtimes.*: torch-free
+        "kd2edge.timing", "kd2edge.input_contract"}  # + kd2edge.runtimes.*: torch-free
 FOUNDATION = {"kd2edge.zoo", "kd2edge.batches", "kd2edge.checkpoint", "kd2edge.evaluate"}  # torch
 COMPOSE = {"kd2edge.run", "kd2edge.run_report", "kd2edge.cli", "kd2edge.__main__"}
 
@@ -101,6 +101,12 @@ def test_cli_choices_agree_with_the_registries():
     from kd2edge.bench.protocols import PROTOCOLS
 
     assert [e.value for e in cli.ProtocolChoice] == list(PROTOCOLS)
+
+    from kd2edge.evaluate import MATCH_CLASSES
+    from kd2edge.input_contract import PRESETS
+
+    assert values(cli.MatchClasses) == sorted(MATCH_CLASSES)
+    assert cli.CONTRACT_HELP.startswith("preset " + " | ".join(PRESETS) + ",")
 
 
 DEVICE_PATH = '''

@@ -247,7 +247,7 @@ def test_bench_real_artifacts(bench_artifacts, tmp_path):
 
 def test_cli_bench_with_own_dataset_and_seconds(bench_artifacts, tmp_path, cifar10_test):
     ds = tmp_path / "mine.npz"
-    np.savez(ds, x=cifar10_test.x[-40:], y=cifar10_test.y[-40:])
+    np.savez(ds, x_test=cifar10_test.x[-40:], y_test=cifar10_test.y[-40:])
     r = _cli("bench", bench_artifacts["tflite-int8"], "--threads", 1, "--seconds", 0.3, "--warmup", 1,
              "--dataset", ds, "--out", tmp_path / "res", "--json")
     assert r.returncode == 0, r.stdout + r.stderr

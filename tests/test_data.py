@@ -150,10 +150,11 @@ def test_npz_color_grayscale_and_per_split(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (9, 20, 24, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", x=x, y=np.arange(9) % 3, classes=np.array(["r", "g", "b"]))
-    ds = load_dataset(str(tmp_path / "a.npz"), "test")
-    np.testing.assert_array_equal(ds.x, x)
-    assert ds.classes == ["r", "g", "b"] and ds.y.tolist() == [0, 1, 2] * 3 and ds.name == "a"
-    np.savez(tmp_path / "g.npz", x=x[..., 0], y=np.zeros(9, np.int32))
+    ds = load_dataset(str(tmp_path / "a.npz"), "test")  # no split: the last of each class is the test split
+    np.testing.assert_array_equal(ds.x, x[6:])
+    assert ds.classes == ["r", "g", "b"] and ds.y.tolist() == [0, 1, 2] and ds.name == "a"
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "a.npz"), "train").x, x[:6])
+    np.savez(tmp_path / "g.npz", x_test=x[..., 0], y_test=np.zeros(9, np.int32))
     g = load_dataset(str(tmp_path / "g.npz"), "test")
     assert g.x.shape == (9, 20, 24, 3) and (g.x[..., 2] == x[..., 0]).all() and g.classes == ["0"]
     np.savez(tmp_path / "s.npz", x_train=x[:5], y_train=np.ones(5), x_test=x[5:], y_test=np.zeros(4))
@@ -168,7 +169,7 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "float.npz", x=np.zeros((2, 4, 4, 3), np.float32), y=np.zeros(2))
     with pytest.raises(Kd2EdgeError, match="must be uint8"):
         load_dataset(str(tmp_path / "float.npz"))
-    np.savez(tmp_path / "labels.npz", x=np.zeros((2, 4, 4, 3), np.uint8), y=np.array([0, 5]), classes=np.array(["a", "b"]))
+    np.savez(tmp_path / "labels.npz", x=np.zeros((4, 4, 4, 3), np.uint8), y=np.array([0, 5, 0, 5]), classes=np.array(["a", "b"]))
     with pytest.raises(Kd2EdgeError, match=r"labels must lie in \[0, 2\)"):
         load_dataset(str(tmp_path / "labels.npz"))
     (tmp_path / "junk.npz").write_bytes(b"junk")

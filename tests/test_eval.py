@@ -124,7 +124,7 @@ def test_eval_npz_takes_checkpoint_names_and_torchscript(tmp_path):
     m, path = _native(tmp_path, ["a", "b", "c"])
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 3
-    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.savez(tmp_path / "d.npz", x_test=x, y_test=y, classes=np.array(["a", "b", "c"]))
     r = evaluate(path, dataset=str(tmp_path / "d.npz"), latency=False)
     assert r["classes"] == ["a", "b", "c"] and r["n"] == 20
     expected = topk_accuracy(predict(m, x, preprocessing(**STATS["cifar10"])), y)

@@ -15,7 +15,7 @@ CSV_COLUMNS = [
     "created", "artifact", "target", "precision", "runtime", "runtime_version", "threads", "batch", "model_mb",
     "protocol", "headline", "headline_ms", "load_ms", "first_ms", "warmup", "runs", "duration_s",
     "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p99_ms",
-    "peak_rss_mb", "n_eval", "top1", "student_top1", "agree_student", "delta_student", "max_logit_diff",
+    "peak_rss_mb", "n_eval", "top1", "tied_top1", "student_top1", "agree_student", "delta_student", "max_logit_diff",
     "mean_logit_diff", "sqnr_db", "teacher_top1", "agree_teacher", "delta_teacher", "gate", "gate_top1_min",
     "sustained_min", "window_s", "first_p50_ms", "last_p50_ms", "drift_pct", "throttled",
     "temp_c_first", "temp_c_last", "freq_mhz_first", "freq_mhz_last", "profile_top",
@@ -28,7 +28,7 @@ TABLE = [("artifact", "artifact", "{}"), ("runtime", "runtime", "{}"), ("thr", "
          ("batch", "batch", "{}"), ("MB", "model_mb", "{:.2f}"), ("load ms", "load_ms", "{:.1f}"),
          ("p50 ms", "p50_ms", "{:.3f}"), ("p90 ms", "p90_ms", "{:.3f}"), ("p99 ms", "p99_ms", "{:.3f}"),
          ("RSS MB", "peak_rss_mb", "{:.0f}"), ("top-1", "top1", "{:.2f}"), ("agree S", "agree_student", "{:.2f}"),
-         ("Δ S", "delta_student", "{:+.2f}"), ("max|Δlogit|", "max_logit_diff", "{:.2g}"),
+         ("Δ S", "delta_student", "{:+.2f}"), ("ties", "tied_top1", "{}"), ("max|Δlogit|", "max_logit_diff", "{:.2g}"),
          ("agree T", "agree_teacher", "{:.2f}"), ("Δ T", "delta_teacher", "{:+.2f}"), ("runs", "runs", "{}"),
          ("gate", "gate", "{}")]
 

@@ -18,7 +18,7 @@ from kd2edge.artifact import model_size, open_session, read_eval, read_folder
 from kd2edge.bench.protocols import get_protocol, protocol_columns, timing_budget
 from kd2edge.bench.sensors import NOT_EXPOSED
 from kd2edge.bench.sustained import check as check_sustained, time_sustained
-from kd2edge.metrics import agreement, sqnr_db, topk_accuracy
+from kd2edge.metrics import agreement, sqnr_db, tied_top1, topk_accuracy
 from kd2edge.runtimes import RuntimeUnavailable, Session, check_available
 from kd2edge.timing import time_runs
 
@@ -70,7 +70,7 @@ def drift(logits: np.ndarray, y: np.ndarray, student: np.ndarray | None = None,
     """Top-1 on labels; against the PyTorch student: agreement, accuracy delta, max/mean |logit diff|, SQNR;
     against the PyTorch teacher: agreement and accuracy delta (deltas are this artifact minus the reference)."""
     top1 = topk_accuracy(logits, y, 1)
-    out = {"n_eval": int(len(y)), "top1": top1}
+    out = {"n_eval": int(len(y)), "top1": top1, "tied_top1": tied_top1(logits)}
     if student is not None:
         s_top1 = topk_accuracy(student, y, 1)
         diff = np.abs(np.asarray(logits, np.float64) - np.asarray(student, np.float64))

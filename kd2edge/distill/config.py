@@ -17,7 +17,8 @@ from kd2edge.distill.schedules import LR_SCHEDULES, check_value_schedule
 from kd2edge.files import parse_assignment
 
 DEFAULTS = {
-    "teacher": None, "teacher_arch": None, "teacher_preprocessing": None, "teacher_bf16": False,
+    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": False,
+    "teacher_check": True, "teacher_min_top1": None, "teacher_check_images": 500,
     "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
     "method": "kd",
     "epochs": 10, "batch_size": 256, "lr": None, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
@@ -48,6 +49,14 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
         if unknown:
             raise Kd2EdgeError(f"unknown distill config key(s): {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
         cfg.update(src)
+    if cfg["teacher_preprocessing"] is not None:  # the old name of teacher_input
+        if cfg["teacher_input"] is not None and cfg["teacher_input"] != cfg["teacher_preprocessing"]:
+            raise Kd2EdgeError("teacher_preprocessing is the old name of teacher_input; give only one of them")
+        cfg["teacher_input"], cfg["teacher_preprocessing"] = cfg["teacher_preprocessing"], None
+    if cfg["teacher_input"] is not None:
+        from kd2edge.input_contract import parse_contract
+
+        parse_contract(cfg["teacher_input"])  # fail before any work
     _choice(cfg, "method", METHODS)
     _choice(cfg, "optimizer", OPTIMIZERS)
     _choice(cfg, "schedule", LR_SCHEDULES)

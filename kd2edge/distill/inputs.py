@@ -54,13 +54,19 @@ def load_data(cfg: dict):
     return train, val, x_full, x, y, lab
 
 
-def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, lab: np.ndarray, val, log):
-    """Load the teacher; adapt it with a linear probe when its classes differ (and adapt=probe)."""
+def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, lab: np.ndarray, val, log,
+                  say=None):
+    """Load the teacher (`say` gets the one line naming its input contract and why); check it (the sanity
+    gate), or adapt it with a linear probe when its classes differ (and adapt=probe)."""
     from kd2edge.distill.teacher import load_teacher
 
-    teacher = load_teacher(cfg["teacher"], cfg["teacher_arch"], cfg["teacher_bf16"], cfg["teacher_preprocessing"])
+    teacher = load_teacher(cfg["teacher"], cfg["teacher_arch"], cfg["teacher_bf16"], cfg["teacher_input"])
+    if say:
+        say(f"teacher {teacher.contract_line}")
     probe = None
-    if teacher.num_classes != train.num_classes:
+    if teacher.num_classes == train.num_classes:
+        check_teacher(teacher, val, cfg, log)  # a probe reports its own accuracy instead
+    else:
         if cfg["adapt"] != "probe":
             raise Kd2EdgeError(
                 f"teacher has {teacher.num_classes} classes but {train.name} has {train.num_classes}; pass "
@@ -71,6 +77,32 @@ def build_teacher(cfg: dict, train, x_train: np.ndarray, y_train: np.ndarray, la
         probe = fit_probe(teacher, x_train[lab], y_train[lab], val.x, val.y, train.num_classes, cfg, log)
         teacher.set_head(probe.pop("head"))
     return teacher, probe
+
+
+def check_teacher(teacher, val, cfg: dict, log) -> float | None:
+    """The sanity gate: the teacher's top-1 on the first `teacher_check_images` labeled validation images must
+    reach `teacher_min_top1` (default 3x chance), else one error naming the likely cause and the fix.
+    Returns the measured top-1 (None when skipped)."""
+    from kd2edge.metrics import topk_accuracy
+
+    if not cfg["teacher_check"] or not len(val):
+        log("teacher check skipped (--no-teacher-check)" if not cfg["teacher_check"] else
+            "teacher check skipped: no labeled validation images")
+        return None
+    n = min(int(cfg["teacher_check_images"]), len(val))
+    x = torch.from_numpy(val.x[:n])
+    logits = torch.cat([teacher.logits(x[i:i + 250]) for i in range(0, n, 250)]).numpy()
+    top1 = topk_accuracy(logits, val.y[:n])
+    chance = 100.0 / val.num_classes
+    gate = float(cfg["teacher_min_top1"]) if cfg["teacher_min_top1"] is not None else min(3 * chance, 100.0)
+    if top1 < gate:
+        raise Kd2EdgeError(
+            f"teacher top-1 is {top1:.1f}% on {n} labeled {val.name} {val.split} images (chance {chance:.1f}%, "
+            f"gate {gate:.1f}%): its input is probably fed wrong ({teacher.contract_line}) or its classes differ; "
+            "pass --teacher-input with the contract it was trained with (raw255, unit, imagenet, cifar10, ... see "
+            "docs/TEACHERS.md), or --no-teacher-check (config teacher_check: false) to train anyway")
+    log(f"teacher check: top-1 {top1:.1f}% on {n} {val.name} {val.split} images (gate {gate:.1f}%)")
+    return top1
 
 
 def make_student(cfg: dict, num_classes: int, dataset: str, device: str):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from kd2edge.batches import Normalizer, apply_views, iterate, num_views
 from kd2edge.distill.schedules import lr_multiplier, value_at
+from kd2edge.metrics import topk_accuracy
 
 
 def _sgd(params, cfg: dict):
@@ -146,5 +147,5 @@ def predict_logits(model, normalizer: Normalizer, x: torch.Tensor, device: str =
 def validate(student, normalizer, x_val: torch.Tensor, y_val: torch.Tensor, device: str = "cpu") -> tuple[dict, np.ndarray]:
     logits = predict_logits(student, normalizer, x_val, device)
     loss = float(F.cross_entropy(logits, y_val))
-    top1 = float((logits.argmax(1) == y_val).float().mean() * 100)
+    top1 = topk_accuracy(logits.numpy(), y_val.numpy())
     return {"val_loss": loss, "val_top1": top1}, logits.numpy()

@@ -70,7 +70,8 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
             metrics["teacher"].update(_cost(teacher.model, cfg["latency"] and not hasattr(teacher.model, "code")))
         tinfo = {"path": teacher.info["path"], "sha256": teacher.sha256, "arch": teacher.info.get("arch"),
                  "num_classes": int(teacher.info.get("num_classes") or teacher.num_classes),
-                 "source": teacher.source}
+                 "source": teacher.source, "input": teacher.contract, "input_why": teacher.contract_line,
+                 "cache_id": teacher.cache_id}
         if probe is not None:
             metrics["probe"] = probe
             tinfo["adapted"] = {"kind": "linear-probe", **probe}

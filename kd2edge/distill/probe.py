@@ -16,13 +16,14 @@ from torch import nn
 
 from kd2edge.files import atomic_write
 from kd2edge.locations import location
+from kd2edge.metrics import topk_accuracy
 
 
 def teacher_features(teacher, x: np.ndarray, cfg: dict, log=print, batch_size: int = 500) -> np.ndarray:
     from kd2edge.distill.teacher_cache import dataset_fingerprint
 
     path = Path(cfg.get("cache_dir") or location("cache")) / "teacher_features" / \
-        f"{teacher.sha256}-{'bf16' if teacher.bf16 else 'fp32'}-{dataset_fingerprint(x)[:16]}.npy"
+        f"{teacher.features_id}-{dataset_fingerprint(x)[:16]}.npy"
     if cfg.get("cache", True) and path.exists():
         return np.load(path)
     log(f"computing teacher features for {len(x)} images")
@@ -58,8 +59,8 @@ def fit_probe(teacher, x_train, y_train, x_val, y_val, num_classes: int, cfg: di
     t1 = time.perf_counter()
     head = fit_linear(f_train, y_train, num_classes)
     with torch.no_grad():
-        train_top1 = float((head(torch.from_numpy(f_train)).argmax(1).numpy() == y_train).mean() * 100)
-        val_top1 = float((head(torch.from_numpy(f_val)).argmax(1).numpy() == y_val).mean() * 100)
+        train_top1 = topk_accuracy(head(torch.from_numpy(f_train)).numpy(), y_train)
+        val_top1 = topk_accuracy(head(torch.from_numpy(f_val)).numpy(), y_val)
     log(f"linear probe on teacher features: train top-1 {train_top1:.2f}%, test top-1 {val_top1:.2f}%")
     return {"head": head, "probe_top1": val_top1, "probe_train_top1": train_top1, "n_train": int(len(y_train)),
             "feature_dim": int(f_train.shape[1]), "features_seconds": t1 - t0,

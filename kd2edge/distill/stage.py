@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -53,7 +54,8 @@ def train(cfg: dict) -> dict:
     train_ds, val, x_full, x_np, y_np, lab_np = load_data(cfg)
     teacher, probe, source = None, None, None
     if METHODS[cfg["method"]].needs_teacher:
-        teacher, probe = build_teacher(cfg, train_ds, x_np, y_np, lab_np, val, log)
+        teacher, probe = build_teacher(cfg, train_ds, x_np, y_np, lab_np, val, log,
+                                       say=(lambda m: print(m, file=sys.stderr, flush=True)) if rank0 else None)
         source = teacher_source(cfg, teacher, env, x_full, train_ds.name)
     student, stats, init = make_student(cfg, train_ds.num_classes, train_ds.name, env.device)
     method = METHODS[cfg["method"]].from_config(cfg, student, teacher, env.device).to(env.device)

@@ -4,24 +4,30 @@ Sources (`load_teacher(spec, arch)`):
 - a known name (`cifar10-resnet56`, see kd2edge.pretrained), a native kd2edge checkpoint, or a foreign state
   dict with `arch` -> `TorchTeacher` (logits, features through forward hooks, penultimate features);
 - a TorchScript file -> `TorchTeacher` (logits; features only if the named submodule exists);
-- an `.onnx` file run with onnxruntime -> `OnnxTeacher` (logits only). Its input is RAW pixels 0..255
-  (docs/CONTRACTS.md: normalization is inside the graph), NHWC or NCHW as its input shape says.
+- an `.onnx` file run with onnxruntime -> `OnnxTeacher` (logits only).
 
+Every teacher is fed as its input contract says (kd2edge.input_contract, docs/TEACHERS.md): `--teacher-input`
+(config `teacher_input`), else what the file records, else a stated guess; `contract_line` says which and why.
 Every teacher is in eval mode with gradients off. `head` replaces the teacher's classifier with a probe
-(cross-dataset adaptation, kd2edge.distill.probe); its checksum then enters `cache_id`.
+(cross-dataset adaptation, kd2edge.distill.probe). `cache_spec` holds everything that changes the teacher's
+outputs (file checksum, input contract, precision, probe checksum); `cache_id` is its hash.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer
-from kd2edge.data import STATS
+from kd2edge.batches import normalize
 from kd2edge.files import sha256
+from kd2edge.input_contract import (ONNX_GUESS, key as contract_key, onnx_default, onnx_layout, onnx_record,
+                                    resolve_contract, run_session)
+
+FLAG = "--teacher-input"
 
 
 def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -31,33 +37,57 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     return found[-1]
 
 
-class TorchTeacher:
-    def __init__(self, model: nn.Module, info: dict, preprocessing: dict, bf16: bool = False):
+class Teacher:
+    """What every teacher shares: its input contract and its cache identity."""
+    sha256: str
+    bf16: bool = False
+    head = None
+    contract: dict
+    contract_line: str = ""
+
+    @property
+    def cache_spec(self) -> dict:
+        """Everything that changes this teacher's outputs; add keys here (e.g. ensemble members), never beside."""
+        spec = {"sha256": self.sha256, "precision": "bf16" if self.bf16 else "fp32",
+                "input": contract_key(self.contract)}
+        if self.head is not None:
+            w = torch.cat([self.head.weight.flatten(), self.head.bias.flatten()]).detach().numpy().tobytes()
+            spec["head"] = hashlib.sha256(w).hexdigest()[:16]
+        return spec
+
+    @property
+    def cache_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.cache_spec, sort_keys=True).encode()).hexdigest()[:24]
+
+    @property
+    def features_id(self) -> str:
+        """cache_id of the teacher without its probe head (its penultimate features)."""
+        spec = {k: v for k, v in self.cache_spec.items() if k != "head"}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class TorchTeacher(Teacher):
+    def __init__(self, model: nn.Module, info: dict, contract: dict, bf16: bool = False, contract_line: str = ""):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.info, self.bf16, self.head = info, bf16, None
-        self.normalizer = Normalizer(preprocessing["mean"], preprocessing["std"], channels_last=True)
+        self.contract, self.contract_line = contract, contract_line
         self.num_classes = info["num_classes"]
         self.source = info["source"]
         self.sha256 = info["sha256"]
 
-    @property
-    def cache_id(self) -> str:
-        parts = [self.sha256, "bf16" if self.bf16 else "fp32"]
-        if self.head is not None:
-            w = torch.cat([self.head.weight.flatten(), self.head.bias.flatten()]).numpy().tobytes()
-            parts.append(hashlib.sha256(w).hexdigest()[:16])
-        return "-".join(parts)
-
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _input(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return normalize(x_uint8, self.contract)
 
     @torch.no_grad()
     def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
         if self.head is None:
             with self._autocast():
-                return self.model(self.normalizer(x_uint8)).float()
+                return self.model(self._input(x_uint8)).float()
         return self.head(self.penultimate(x_uint8))
 
     @torch.no_grad()
@@ -68,7 +98,7 @@ class TorchTeacher:
         h = linear.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0]))
         try:
             with self._autocast():
-                self.model(self.normalizer(x_uint8))
+                self.model(self._input(x_uint8))
         finally:
             h.remove()
         return got["x"].float()
@@ -78,53 +108,46 @@ class TorchTeacher:
         self.num_classes = head.out_features
 
 
-class OnnxTeacher:
+class OnnxTeacher(Teacher):
     """An .onnx teacher run by the same onnxruntime Session as the device path (kd2edge.runtimes)."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, contract_spec=None, threads: int | None = None):
         from kd2edge.runtimes import load_session
 
         self.session = load_session("onnxruntime", path, threads or torch.get_num_threads())
-        self.session.layout = "NHWC" if self.session.input_shape[-1] == 3 else "NCHW"
+        self.session.name = str(path)
+        recorded, why, size = onnx_record(self.session)
+        self.contract, self.contract_line = resolve_contract(
+            contract_spec, recorded, why, onnx_default(self.session), ONNX_GUESS, FLAG, size,
+            onnx_layout(self.session))
         self.source, self.sha256, self.head, self.bf16 = "onnx", sha256(path), None, False
-        self.num_classes = self.logits(torch.zeros(1, 32, 32, 3, dtype=torch.uint8)).shape[1]
+        h, w = (self.contract.get("input_size") or [3, 32, 32])[1:]
+        self.num_classes = self.logits(torch.zeros(1, h, w, 3, dtype=torch.uint8)).shape[1]
         self.info = {"path": str(path), "sha256": self.sha256, "arch": "onnx", "source": "onnx",
                      "num_classes": self.num_classes}
 
-    @property
-    def cache_id(self) -> str:
-        return f"{self.sha256}-onnx"
-
     def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.predict(x_uint8.numpy()))
+        return torch.from_numpy(run_session(self.session, x_uint8.numpy(), self.contract))
 
     def penultimate(self, x_uint8):
         raise Kd2EdgeError("an ONNX teacher gives logits only; cross-dataset adaptation and feature methods "
                            "need a PyTorch teacher (checkpoint or TorchScript)")
 
 
-def teacher_preprocessing(spec) -> dict:
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        if spec not in STATS:
-            raise Kd2EdgeError(f"unknown teacher_preprocessing {spec!r}; valid: {', '.join(STATS)} or {{mean, std}}")
-        return {"mean": list(STATS[spec]["mean"]), "std": list(STATS[spec]["std"])}
-    return {"mean": list(spec["mean"]), "std": list(spec["std"])}
-
-
-def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, preprocessing=None):
-    """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file."""
-    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
+def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, contract=None):
+    """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file, fed as `contract` says
+    (a preset name, key=value string or dict; None: what the file records, else a stated guess)."""
+    from kd2edge.checkpoint import load_model
+    from kd2edge.evaluate import model_contract
     from kd2edge.pretrained import PRETRAINED, resolve_checkpoint
 
     if str(spec) not in PRETRAINED and str(spec).endswith(".onnx"):
-        return OnnxTeacher(resolve_checkpoint(spec))
+        return OnnxTeacher(resolve_checkpoint(spec), contract)
     model, info = load_model(spec, arch)
-    prep = teacher_preprocessing(preprocessing) or info.get("preprocessing")
-    if prep is None:  # TorchScript records no preprocessing: the shared foreign teachers use ImageNet stats
-        prep = dict(FOREIGN_PREPROCESSING)
+    prep, line = model_contract(info, contract, FLAG)
     if info.get("num_classes") is None:
+        h, w = (prep.get("input_size") or [3, 32, 32])[1:]
         with torch.no_grad():
-            info["num_classes"] = int(model(torch.zeros(1, 3, 32, 32)).shape[1])
-    return TorchTeacher(model, info, prep, bf16)
+            info["num_classes"] = int(model(torch.zeros(1, 3, h, w) if prep["layout"] == "NCHW"
+                                            else torch.zeros(1, h, w, 3)).shape[1])
+    return TorchTeacher(model, info, prep, bf16, line)

@@ -56,21 +56,25 @@ def _teacher_record(info: dict, teacher) -> dict | None:
     return dict(rec) if rec else None
 
 
-def _teacher_logits(record: dict, x: np.ndarray):
-    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
-    from kd2edge.evaluate import predict
+def _teacher_logits(record: dict, x: np.ndarray, contract=None):
+    """The teacher's logits on the bundle images, fed as `contract` (--teacher-input) says, else as the
+    student's provenance recorded it was fed during distillation, else as the teacher file records."""
+    from kd2edge.evaluate import load_predictor
 
     try:
-        model, tinfo = load_model(record["path"], record.get("arch"))
+        pred = load_predictor(record["path"], record.get("arch"), contract=contract or record.get("input"),
+                              flag="--teacher-input")
     except Kd2EdgeError as e:
         raise Kd2EdgeError(f"teacher for the eval bundle: {e} (pass --teacher PATH, or arch:PATH for a "
                            "foreign file)") from None
-    rec = {"path": str(tinfo["path"]), "sha256": tinfo["sha256"], "arch": tinfo["arch"]}
-    return predict(model, x, tinfo["preprocessing"] or FOREIGN_PREPROCESSING), rec
+    tinfo = pred["info"]
+    print(f"teacher {pred['line']}", file=sys.stderr, flush=True)
+    rec = {"path": str(tinfo["path"]), "sha256": tinfo["sha256"], "arch": tinfo["arch"], "input": pred["contract"]}
+    return pred["predict"](x), rec
 
 
 def load_source(checkpoint, arch: str | None = None, dataset: str | None = None, data_dir=None,
-                calib_images: int = 256, eval_images: int = 1000, teacher=None) -> Source:
+                calib_images: int = 256, eval_images: int = 1000, teacher=None, teacher_input=None) -> Source:
     """Load the checkpoint, a fixed class-mixed sample of TRAINING images (calibration), the first TEST
     images (verification) and the PyTorch logits on them, once."""
     require("torch", "export")
@@ -97,7 +101,7 @@ def load_source(checkpoint, arch: str | None = None, dataset: str | None = None,
               "classes": np.array(classes)}
     t_record = _teacher_record(info, teacher)
     if t_record:
-        t_logits, t_record = _teacher_logits(t_record, test.x)
+        t_logits, t_record = _teacher_logits(t_record, test.x, teacher_input)
         if t_logits.shape[1] == reference.shape[1]:
             bundle["teacher_logits"] = t_logits.astype(np.float32)
         else:  # e.g. a CIFAR-100 teacher of a CIFAR-10 student: no drift to measure on these labels
@@ -129,7 +133,7 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
            precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
            command: str | None = None, progress: bool = True, plan=None, extra_meta=None,
-           qat_epochs: float = 0) -> list[dict]:
+           qat_epochs: float = 0, teacher_input=None) -> list[dict]:
     """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
     -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
     agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json.
@@ -138,7 +142,7 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
 
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
     _check_qat(plan, qat_epochs)
-    source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher)
+    source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher, teacher_input)
     if qat_epochs:
         source.qat = _qat(source, qat_epochs, data_dir, progress)
     out = Path(out or "exports")
@@ -187,7 +191,7 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     session, check = session_for(mod, model_path, spec)
     logits = session.predict(source.test.x)
     par = parity(logits, reference, source.test.y, precision, check, max_drop)
-    row.update(top1=par["top1"], drop=par["drop"], agreement=par["agreement"],
+    row.update(top1=par["top1"], drop=par["drop"], agreement=par["agreement"], tied_top1=par["tied_top1"],
                max_abs_logit_diff=par["max_abs_logit_diff"], sqnr=par["sqnr_db"])
     if not par["passed"]:
         row.update(status=STATUS_FAILED, reason=par["reason"])
@@ -238,22 +242,22 @@ def _check_qat(plan, qat_epochs) -> None:
 
 def _qat(source: Source, epochs: float, data_dir, progress: bool):
     """KD-aware QAT of the student against its teacher (source.teacher) on the training images."""
-    from kd2edge.checkpoint import FOREIGN_PREPROCESSING, load_model
     from kd2edge.data import load_dataset
-    from kd2edge.evaluate import predict
+    from kd2edge.evaluate import load_predictor
     from kd2edge.export.qat import qat_prepare
 
     if not source.teacher:
         raise Kd2EdgeError("QAT distills from the teacher: pass --teacher PATH (arch:PATH for a foreign file)")
-    teacher, tinfo = load_model(source.teacher["path"], source.teacher.get("arch"))
+    teacher = load_predictor(source.teacher["path"], source.teacher.get("arch"), contract=source.teacher.get("input"),
+                             flag="--teacher-input")  # fed as for the eval bundle (load_source)
+    tinfo = teacher["info"]
     if int(tinfo["num_classes"] or 0) not in (0, len(source.classes)):
         raise Kd2EdgeError(f"QAT needs a teacher with the student's {len(source.classes)} classes, "
                            f"{source.teacher['path']} has {tinfo['num_classes']}")
-    tprep = tinfo["preprocessing"] or FOREIGN_PREPROCESSING
     train = load_dataset(source.dataset, "train", data_dir)
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None
     prepared, quantizer, record = qat_prepare(source.model, source.preprocessing, train.x,
-                                              lambda x: predict(teacher, x, tprep), epochs, log=log)
+                                              lambda x: teacher["predict"](x), epochs, log=log)
     record["teacher"] = {"path": str(tinfo["path"]), "sha256": tinfo["sha256"], "arch": tinfo["arch"]}
     return prepared, quantizer, record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kd2edge.metrics import agreement, sqnr_db, topk_accuracy
+from kd2edge.metrics import agreement, sqnr_db, tied_top1, topk_accuracy
 from kd2edge.runtimes import RuntimeUnavailable, load_session
 
 FP32_MIN_AGREEMENT = 99.9  # percent
@@ -30,7 +30,8 @@ def parity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray, precision: 
     r = {"check": check, "n": int(len(y)), "top1": top1, "top1_pytorch": top1_ref, "drop": top1_ref - top1,
          "agreement": agreement(logits, reference),
          "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - reference).max()),
-         "sqnr_db": sqnr_db(reference, logits)}
+         "sqnr_db": sqnr_db(reference, logits),
+         "tied_top1": tied_top1(logits), "tied_top1_pytorch": tied_top1(reference)}  # decided by the tie rule
     if not np.isfinite(logits).all():
         r["passed"], r["reason"] = False, "non-finite logits"
     elif precision == "fp32":

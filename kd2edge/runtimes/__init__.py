@@ -76,6 +76,7 @@ class Session:
     fixed_batch: int | None = None  # the only batch size a static-shape model accepts
     layout: str = "NHWC"  # of the model input
     name: str = ""  # for error messages
+    metadata: dict = field(default_factory=dict)  # the model file's own key/value metadata (ONNX metadata_props)
 
     def prepare(self, x_nhwc: np.ndarray) -> np.ndarray:
         """Raw 0..255 NHWC pixels -> the model's layout and dtype (quantized for int8 input)."""

@@ -70,6 +70,11 @@ def load(path, threads: int | None = None) -> Session:
         return sess.run([out_name], {in_name: x})[0]
 
     fixed = i.shape[0] if isinstance(i.shape[0], int) else None
+    try:
+        metadata = dict(sess.get_modelmeta().custom_metadata_map)
+    except Exception:
+        metadata = {}
     return Session("onnxruntime", ort.__version__, threads, in_name,
                    [d if isinstance(d, int) else None for d in i.shape], np.dtype(ORT_TYPES[i.type]),
-                   out_name, np.dtype(ORT_TYPES.get(o.type, np.float32)), run, fixed_batch=fixed)
+                   out_name, np.dtype(ORT_TYPES.get(o.type, np.float32)), run, fixed_batch=fixed,
+                   metadata=metadata)

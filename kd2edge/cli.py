@@ -284,6 +284,7 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
            sustained: Annotated[Optional[float], typer.Option(help="Run back to back for MINUTES (fractions allowed): p50/p90 per minute, CPU temperature/frequency, drift (throttling), plot.")] = None,
            window: Annotated[Optional[float], typer.Option(help="With --sustained: seconds per reported window (default 60; a third of a run shorter than 3 min).")] = None,
            profile: Annotated[bool, typer.Option("--profile", help="Per-operator times where the runtime has a profiler (onnxruntime); else says what is missing.")] = False,
+           verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model file and eval.npz against the sha256 in meta.json.")] = True,
            as_json: AsJson = False):
     """Latency, top-1 and drift vs the PyTorch student/teacher of exported artifacts, on this device (no torch)."""
     from kd2edge.bench.reports import detail_lines, table_rows
@@ -297,7 +298,7 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
 
         rows = bench(artifacts or [], threads or None, batch, runs, seconds, warmup, dataset, out=out,
                      progress=not as_json, protocol=_value(protocol), min_queries=min_queries,
-                     min_seconds=min_seconds, sustained=sustained, window=window, profile=profile)
+                     min_seconds=min_seconds, sustained=sustained, window=window, profile=profile, verify=verify)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -360,9 +361,19 @@ def main():
                       "with the same command plus --resume (kd2edge run resumes by itself)", soft_wrap=True,
                       highlight=False)
         sys.exit(130)
+    except OSError as e:  # a file system refusal not caught where it happened: still one line
+        where = f" {e.filename}" if e.filename else ""
+        console.print(f"[red]error:[/red] cannot use{escape(where)}: {escape(e.strerror or str(e))}; choose "
+                      "another location (--out) or fix its permissions", soft_wrap=True, highlight=False)
+        sys.exit(1)
     except Exception as e:  # usage errors (typer vendors its own click: not click.ClickException): exit 2
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError" or ctx is None or not hasattr(e, "format_message"):
+                e.show()
+            else:  # click's usage lines, then the problem as the last line, like every other error
+                print(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.", file=sys.stderr)
+                print(f"error: {e.format_message()}", file=sys.stderr)
             sys.exit(e.exit_code)
         if isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)

@@ -233,6 +233,13 @@ def load_image_folder(root: Path, split: str, size: int | tuple[int, int] | None
             ys.append(i)
     if not xs:
         raise Kd2EdgeError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {d}/<class>/")
+    if len(classes) < 2:
+        raise Kd2EdgeError(f"{root} has {len(classes)} class folder ({', '.join(classes)}); a classifier needs at "
+                           "least 2 (one folder per class under train/ and test/)")
+    found = set(ys)
+    empty = [c for i, c in enumerate(classes) if i not in found]
+    if split == "train" and empty:
+        raise Kd2EdgeError(f"{d}: class folder(s) {', '.join(empty)} hold no images; add images or remove them")
     return Dataset(np.stack(xs), np.asarray(ys, dtype=np.int64), classes, root.name, split)
 
 
@@ -260,7 +267,11 @@ def load_npz(path: Path, split: str) -> Dataset:
                            f"{len(y)} labels")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise Kd2EdgeError(f"{path}: labels y must be integers (class numbers), got {y.dtype} values such as "
+                           f"{y[:3].tolist()}")
+    y = y.astype(np.int64)
     classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max(initial=0)) + 1)]
     return Dataset(np.ascontiguousarray(x), y, classes, path.stem, split)
 

@@ -17,7 +17,8 @@ from kd2edge.checkpoint import load_model
 from kd2edge.data import Dataset, load_dataset
 from kd2edge.metrics import classification_report
 from kd2edge.pretrained import arch_of, fetch
-from kd2edge.files import sha256, write_json, write_text
+from kd2edge.files import check_out_dir, sha256, write_json, write_text
+from kd2edge.numbers import number
 from kd2edge.zoo import count_macs, count_params
 
 
@@ -255,6 +256,9 @@ def evaluate(checkpoint, arch: str | None = None, dataset: str | None = None, sp
     `match`: how dataset classes meet the model's ("name", or "index")."""
     if batch_size < 1:
         raise Kd2EdgeError(f"--batch-size must be at least 1, got {batch_size}")
+    number("--num-classes", num_classes, integer=True, low=1, none=True)
+    if out is not None:
+        check_out_dir(out)
     if threads is not None:
         if threads < 1:
             raise Kd2EdgeError(f"--threads must be at least 1, got {threads}")

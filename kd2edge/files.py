@@ -37,6 +37,22 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def check_out_dir(path, flag: str = "--out") -> Path:
+    """`path` usable as an output folder (existing folder, or creatable): else one error naming the fix.
+    Checked before any work, so a bad --out never costs a measurement or a training run."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise Kd2EdgeError(f"{flag} {p} is an existing file, not a folder; choose another {flag}")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Kd2EdgeError(f"{flag} {p} lies under {parent}, which is a file; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Kd2EdgeError(f"{flag} {p}: cannot write in {parent} (permission denied); choose another {flag}")
+    return p
+
+
 def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -61,7 +77,9 @@ def read_yaml_mapping(path, hint: str = "") -> dict:
     if not p.is_file():
         raise Kd2EdgeError(f"config file {p} not found{hint}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise Kd2EdgeError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise Kd2EdgeError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -38,6 +38,9 @@ def merge(base: dict, extra: dict, where: str = "config") -> dict:
     for k, v in extra.items():
         if k not in base:
             raise Kd2EdgeError(f"unknown {where} key {k!r}; valid: {', '.join(base)}")
+        if k in SECTIONS and not isinstance(v, dict):
+            raise Kd2EdgeError(f"{where} key {k!r} must be a mapping of keys (e.g. {k}: {{{', '.join(base[k])}}}), "
+                               f"got {type(v).__name__} {v!r}")
         if k in SECTIONS and k != "distill" and isinstance(v, dict):
             out[k] = merge(base[k], v, f"{where}.{k}")
         elif k == "distill" and isinstance(v, dict):
@@ -78,7 +81,40 @@ def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> di
         section, _, key = k.rpartition(".")
         (cfg[section] if section else cfg)[key] = v
     cfg["out"] = str(cfg["out"] or Path("reports") / cfg["name"])
+    check_config(cfg)
     return cfg
+
+
+def check_config(cfg: dict) -> None:
+    """Every stage's settings checked before any training (a bad thread count must not cost a distill run)."""
+    from kd2edge import require
+    from kd2edge.artifact import TARGET_RUNTIME
+    from kd2edge.distill import resolve_config
+    from kd2edge.files import check_out_dir
+    from kd2edge.numbers import number
+
+    for section in SECTIONS:
+        if not isinstance(cfg[section], dict):
+            raise Kd2EdgeError(f"config key {section!r} must be a mapping, got {type(cfg[section]).__name__}")
+    e, b = cfg["export"], cfg["bench"]
+    targets = [e["targets"]] if isinstance(e["targets"], str) else e["targets"]
+    if not isinstance(targets, list) or not targets or any(t not in [*TARGET_RUNTIME, "all"] for t in targets):
+        raise Kd2EdgeError(f"export.targets must be a list of {', '.join([*TARGET_RUNTIME, 'all'])}, got "
+                           f"{e['targets']!r}")
+    if not isinstance(e["int8"], bool) or not isinstance(e["teacher"], bool) or not isinstance(cfg["baseline"], bool):
+        raise Kd2EdgeError("export.int8, export.teacher and baseline must be true or false")
+    number("export.calib_images", e["calib_images"], integer=True, low=1)
+    number("export.eval_images", e["eval_images"], integer=True, low=1)
+    number("export.max_drop", e["max_drop"], low=0)
+    for t in b["threads"] if isinstance(b["threads"], list) else [b["threads"]]:
+        number("bench.threads", t, integer=True, low=1)
+    number("bench.runs", b["runs"], integer=True, low=1)
+    number("bench.warmup", b["warmup"], integer=True, low=0)
+    method = cfg["distill"].get("method", "kd")
+    for m in (["ce"] if cfg["baseline"] and method != "ce" else []) + [method]:
+        train_config(cfg, m, "_")
+    check_out_dir(cfg["out"])
+    require("matplotlib", "plot")  # the report's plots: fail now, not after training
 
 
 def _key(obj) -> str:
@@ -94,8 +130,9 @@ def _teacher_file(cfg: dict) -> tuple[str, str]:
     return str(path), sha256(path)
 
 
-def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progress: bool) -> dict:
-    from kd2edge.distill import distill, resolve_config
+def train_config(cfg: dict, method: str, teacher: str) -> dict:
+    """The distill config of one student of the run (validated)."""
+    from kd2edge.distill import resolve_config
 
     d = {**cfg["distill"], "method": method, "teacher": teacher,
          "teacher_arch": cfg["teacher_arch"] or arch_of(cfg["teacher"]),
@@ -103,6 +140,14 @@ def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progre
          "data_dir": cfg["data_dir"], "seed": cfg["seed"]}
     if method == "ce":
         d = {k: v for k, v in d.items() if k not in ("T", "alpha", "beta", "feature_weight", "feature_layers")}
+    resolve_config(d, out="_")
+    return d
+
+
+def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progress: bool) -> dict:
+    from kd2edge.distill import distill, resolve_config
+
+    d = train_config(cfg, method, teacher)
     resolved = resolve_config(d, out="_")
     ignore = {"out", "progress", "threads", "data_dir", "cache_dir", "resume", "overwrite", "latency", "val_every"}
     key = _key({"config": {k: v for k, v in resolved.items() if k not in ignore}, "teacher": teacher_sha})

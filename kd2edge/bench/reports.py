@@ -7,6 +7,7 @@ import io
 import time
 from pathlib import Path
 
+from kd2edge import Kd2EdgeError
 from kd2edge.files import write_json, write_text
 
 # CSV columns in order: device first (the key), then the artifact, latency, accuracy and drift.
@@ -70,10 +71,25 @@ def _cell(v):
     return v
 
 
-def append_csv(rows: list[dict], path) -> Path:
+def existing_csv(path) -> str:
+    """The text of an existing bench.csv ('' if none), checked: a damaged file is a one-line error (checked
+    before measuring, and never overwritten)."""
     path = Path(path)
-    existing = path.read_text() if path.exists() else ""
-    return write_text(path, csv_text(rows, existing))
+    if not path.exists():
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.reader(io.StringIO(text)))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise Kd2EdgeError(f"{path} is not a readable bench CSV ({e}); move it away or choose another --out") from None
+    if rows and "device_id" not in rows[0]:
+        raise Kd2EdgeError(f"{path} is not a bench CSV (its header lacks device_id); move it away or choose "
+                           "another --out")
+    return text
+
+
+def append_csv(rows: list[dict], path) -> Path:
+    return write_text(path, csv_text(rows, existing_csv(path)))
 
 
 def write_reports(rows: list[dict], device: dict, out="benchmarks/results", source: str = "kd2edge bench") -> dict:

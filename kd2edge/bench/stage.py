@@ -15,6 +15,7 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError
 from kd2edge.artifact import model_size, open_session, read_eval, read_folder
+from kd2edge.files import check_out_dir
 from kd2edge.bench.protocols import get_protocol, protocol_columns, timing_budget
 from kd2edge.bench.sensors import NOT_EXPOSED
 from kd2edge.bench.sustained import check as check_sustained, time_sustained
@@ -117,6 +118,7 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
     budget = timing_budget(proto, runs, seconds, min_queries, min_seconds)
     meta = artifact["meta"]
     notes = [] if reset_peak_rss() else ["peak RSS is the process's peak so far (cannot be reset here)"]
+    notes += [artifact["note"]] if artifact.get("note") else []
     t = time.perf_counter()
     session = open_session(artifact, threads)
     load_ms = (time.perf_counter() - t) * 1000
@@ -146,6 +148,12 @@ def bench_one(artifact: dict, threads: int | None, batch: int = 1, runs: int | N
            "runtime": session.runtime, "runtime_version": session.version,
            "threads": session.threads, "batch": batch, "model_mb": model_size(artifact["model_path"]) / 2 ** 20,
            "load_ms": load_ms, "first_ms": first_ms, "warmup": warmup}
+    if ev is not None:
+        y = ev["y"]
+        if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() >= k)):
+            raise Kd2EdgeError(f"{artifact['eval_path']}: labels y must be integers in [0, {k}) for a {k}-class "
+                               f"model, got {y.dtype} {y.min() if len(y) else ''}..{y.max() if len(y) else ''}; "
+                               "re-export the artifact")
     if sustained is not None:
         row.update(time_sustained(session.run, x, sustained, warmup, window, progress))
         notes += [f"CPU {what} {NOT_EXPOSED} by this OS ({where})" for what, key, where in (
@@ -191,7 +199,7 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
           warmup: int = 10, dataset=None, out="benchmarks/results", write: bool = True,
           progress: bool = True, protocol: str = "default", min_queries: int | None = None,
           min_seconds: float | None = None, sustained: float | None = None, window: float | None = None,
-          profile: bool = False) -> list[dict]:
+          profile: bool = False, verify: bool = True) -> list[dict]:
     """Benchmark artifact folders; one row per (artifact, thread count). `threads`: None (all cores), an int or
     a list of ints. `protocol`: a key of PROTOCOLS (mlperf: >= 1,024 queries and >= 60 s, p90, accuracy gate);
     `sustained`: minutes of back-to-back runs reported per `window` seconds (default one minute, a
@@ -215,7 +223,11 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
     thread_list = threads if isinstance(threads, (list, tuple)) else [threads]
     if any(t is not None and int(t) < 1 for t in thread_list):
         raise Kd2EdgeError(f"--threads must be >= 1, got {thread_list}")
-    loaded = [read_folder(a) for a in artifacts]  # check every folder before measuring anything
+    if write:
+        from kd2edge.bench.reports import existing_csv
+
+        existing_csv(Path(check_out_dir(out)) / "bench.csv")
+    loaded = [read_folder(a, verify) for a in artifacts]  # check every folder before measuring anything
     unavailable = {}  # runtime packages that cannot exist here (32-bit Arm, CoreML off macOS): skipped rows
     for art in loaded:
         try:

@@ -15,6 +15,7 @@ from kd2edge.distill.loop import OPTIMIZERS
 from kd2edge.distill.methods import METHODS, method_defaults
 from kd2edge.distill.schedules import LR_SCHEDULES, check_value_schedule
 from kd2edge.files import parse_assignment
+from kd2edge.numbers import number
 
 DEFAULTS = {
     "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": False,
@@ -34,6 +35,28 @@ DEFAULTS = {
 # Keys that may differ between a run and its resumption.
 RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
                "val_every"}
+
+
+# key -> number() bounds; a method's own numeric keys (beta, feature_weight, ...) must be finite and >= 0
+NUMBERS = {
+    "epochs": {"integer": True, "low": 1}, "batch_size": {"integer": True, "low": 1},
+    "val_every": {"integer": True, "low": 1}, "lr": {"low": 0, "low_open": True, "none": True},
+    "momentum": {"low": 0, "high": 1, "high_open": True}, "weight_decay": {"low": 0},
+    "label_smoothing": {"low": 0, "high": 1, "high_open": True}, "labeled_fraction": {"low": 0, "high": 1},
+    "limit_train": {"integer": True, "low": 1, "none": True}, "limit_val": {"integer": True, "low": 1, "none": True},
+    "seed": {"integer": True, "low": 0}, "views_per_image": {"integer": True, "low": 1},
+    "pad": {"integer": True, "low": 0}, "threads": {"integer": True, "low": 1, "none": True},
+}
+
+
+def check_numbers(cfg: dict) -> None:
+    """Every numeric key within its range (one error naming key, value and range), in place."""
+    bounds = dict(NUMBERS)
+    for key, default in method_defaults().items():
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            bounds.setdefault(key, {"low": 0})
+    for key, b in bounds.items():
+        cfg[key] = number(key, cfg[key], **b)
 
 
 def _choice(cfg: dict, key: str, registry) -> None:
@@ -64,11 +87,7 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
     if needs_teacher and not cfg["teacher"]:
         raise Kd2EdgeError(f"method {cfg['method']!r} needs a teacher: pass --teacher CKPT|NAME|FILE.onnx "
                            "(or use --method ce for the hard-label baseline)")
-    for key in ("epochs", "batch_size", "val_every"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise Kd2EdgeError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
-        raise Kd2EdgeError(f"labeled_fraction must be in [0, 1], got {cfg['labeled_fraction']}")
+    check_numbers(cfg)
     if not needs_teacher and float(cfg["labeled_fraction"]) == 0.0:
         raise Kd2EdgeError(f"method {cfg['method']} with labeled_fraction 0 has nothing to learn from; use a KD method")
     if cfg["adapt"] not in (None, "probe"):
@@ -76,8 +95,8 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
     if cfg["amp"] not in ("auto", True, False):
         raise Kd2EdgeError(f"amp must be auto, true or false, got {cfg['amp']!r}")
     cfg = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in cfg.items()}
-    cfg["T"] = check_value_schedule(cfg["T"], "T")
-    cfg["alpha"] = check_value_schedule(cfg["alpha"], "alpha")
+    cfg["T"] = check_value_schedule(cfg["T"], "T", low=0, low_open=True)
+    cfg["alpha"] = check_value_schedule(cfg["alpha"], "alpha", low=0, high=1)
     cfg["lr"] = float(cfg["lr"] if cfg["lr"] is not None else OPTIMIZERS[cfg["optimizer"]][1])
     cfg["student_kwargs"] = dict(cfg["student_kwargs"] or {})
     if cfg["out"] is None:

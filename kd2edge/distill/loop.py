@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kd2edge import Kd2EdgeError
 from kd2edge.batches import Normalizer, apply_views, iterate, num_views
 from kd2edge.distill.schedules import lr_multiplier, value_at
 from kd2edge.metrics import topk_accuracy
@@ -110,6 +111,11 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         yb, lb = data.y[idx].to(device), data.labeled[idx].to(device)
         loss, parts = method(s_logits.float(), None if t_logits is None else t_logits.to(device), yb, lb, T, alpha,
                              feats)
+        if not torch.isfinite(loss.detach()):  # stop before the step: the last saved epoch stays good
+            raise Kd2EdgeError(f"training diverged: the loss is {float(loss.detach())} at epoch {epoch + 1}, step "
+                               f"{step + 1}; likely causes: lr {cfg['lr']:g} too high, T/alpha extreme, or non-finite "
+                               "teacher logits (delete the teacher cache); the state of the last finished epoch is "
+                               "kept in <out>.partial")
         optimizer.zero_grad(set_to_none=True)
         if env.scaler is not None:
             env.scaler.scale(loss).backward()

@@ -39,10 +39,13 @@ def _exp(spec, progress, epoch):
 VALUE_SCHEDULES = {"constant": _constant, "linear": _linear, "exp": _exp}
 
 
-def check_value_schedule(spec, name: str):
-    """Validate a T/alpha spec; returns it normalized to a dict."""
+def check_value_schedule(spec, name: str, **bounds):
+    """Validate a T/alpha spec (its values within `bounds`, see kd2edge.numbers.number); returns it
+    normalized to a dict."""
+    from kd2edge.numbers import number
+
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return {"kind": "constant", "value": float(spec)}
+        return {"kind": "constant", "value": number(name, spec, **bounds)}
     if not isinstance(spec, dict) or spec.get("kind") not in VALUE_SCHEDULES:
         raise Kd2EdgeError(f"{name} must be a number or a dict with kind in {', '.join(VALUE_SCHEDULES)}; "
                            f"got {spec!r} (e.g. {{kind: exp, start: 8, end: 2}})")
@@ -52,7 +55,13 @@ def check_value_schedule(spec, name: str):
     missing = [k for k in need if k not in spec]
     if missing:
         raise Kd2EdgeError(f"{name} schedule {spec!r} lacks {', '.join(missing)}")
-    return dict(spec)
+    spec = dict(spec)
+    for key in ("value", "start", "end"):
+        if key in spec:
+            spec[key] = number(f"{name}.{key}", spec[key], **bounds)
+    if "rate" in spec:
+        spec["rate"] = number(f"{name}.rate", spec["rate"], low=0, low_open=True)
+    return spec
 
 
 def value_at(spec, epoch: int, epochs: int) -> float:

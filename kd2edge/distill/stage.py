@@ -24,21 +24,36 @@ from kd2edge.distill.config import RESUME_FREE, resolve_config
 from kd2edge.distill.inputs import build_teacher, load_data, make_student, setup_device, teacher_source
 from kd2edge.distill.loop import TrainSet, local_batch, make_optimizer, steps_per_epoch, train_epoch, validate
 from kd2edge.distill.methods import METHODS
-from kd2edge.files import atomic_write
+from kd2edge.files import atomic_write, check_out_dir
 
 
 def distill(config: dict | None = None, **overrides) -> dict:
     """Run a distillation; returns {"checkpoint", "run_dir", "metrics"}. See the module docstring."""
     cfg = resolve_config(config, **overrides)
-    out = Path(cfg["out"])
+    out = check_out_dir(cfg["out"])
+    partial = out.with_name(out.name + ".partial")
     if out.exists():
         if cfg["resume"] and (out / "metrics.json").exists():
+            check_same_config(out / "config.json", cfg, RESUME_FREE - {"epochs"}, "reuse the finished run")
             return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
                     "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
         if not cfg["overwrite"]:
             raise Kd2EdgeError(f"{out} already exists; pass --overwrite to replace it, --resume to reuse it, "
                                "or choose another --out")
+    if partial.exists() and not cfg["resume"] and not cfg["overwrite"]:
+        raise Kd2EdgeError(f"{partial} holds an interrupted run (kept): continue it with the same command plus "
+                           "--resume, or pass --overwrite to start over")
     return train(cfg)
+
+
+def check_same_config(path: Path, cfg: dict, free, what: str) -> None:
+    """Fail unless the config stored at `path` (config.json) equals `cfg` outside the keys in `free`."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise Kd2EdgeError(f"cannot {what} in {path.parent}: its {path.name} is unreadable ({e}); pass "
+                           "--overwrite to train again") from None
+    _compare(old, cfg, free, f"cannot {what} in {path.parent}")
 
 
 def train(cfg: dict) -> dict:
@@ -109,7 +124,10 @@ def train(cfg: dict) -> dict:
 
 
 def finish_run_dir(partial: Path, out: Path) -> None:
-    """Rename the finished partial folder into place (replacing an old run when overwriting)."""
+    """Rename the finished partial folder into place (replacing an old run when overwriting), without the
+    temporary files a kill between write and rename may have left (.state.pt.*.tmp)."""
+    for tmp in partial.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -141,10 +159,17 @@ def load_state(path: Path, cfg: dict) -> dict | None:
     state = load_weights_only(path, "resume state", fix)
     if not isinstance(state, dict) or not all(k in state for k in STATE_KEYS):
         raise Kd2EdgeError(f"{path} is not a kd2edge resume state (expected keys {', '.join(STATE_KEYS)}): {fix}")
-    old = {k: v for k, v in state["config"].items() if k not in RESUME_FREE}
-    new = {k: v for k, v in plain(cfg).items() if k not in RESUME_FREE}
+    _compare(state["config"], cfg, RESUME_FREE, f"cannot resume {path.parent}")
+    return state
+
+
+def _compare(old: dict, cfg: dict, free, what: str) -> None:
+    from kd2edge.checkpoint import plain
+
+    old = {k: v for k, v in old.items() if k not in free}
+    new = {k: v for k, v in plain(cfg).items() if k not in free}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
-        raise Kd2EdgeError(f"cannot resume {path.parent}: its config differs in {', '.join(diff)}; use the same "
-                           "settings or another --out")
-    return state
+        shown = ", ".join(f"{k} ({old.get(k)!r} there, {new.get(k)!r} asked)" for k in diff[:4])
+        raise Kd2EdgeError(f"{what}: its config differs in {shown}; use the same settings, another --out, "
+                           "or --overwrite")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kd2edge import Kd2EdgeError
 from kd2edge.batches import apply_views, num_views
 from kd2edge.locations import location
 
@@ -79,7 +80,38 @@ class TeacherCache:
         self.hits = self.misses = 0
         self._open()
 
+    def _damage(self) -> str | None:
+        """Why the folder cannot be trusted (bad meta.json, wrong file sizes, checksum mismatch), or None."""
+        try:
+            meta = json.loads((self.dir / "meta.json").read_text())
+        except (OSError, ValueError) as e:
+            return f"unreadable meta.json ({e})"
+        if not isinstance(meta, dict) or {k: meta.get(k) for k in self.spec} != self.spec:
+            return "meta.json does not match its key"
+        sizes = {"logits.f16": self.n * self.p * self.k * 2, "filled.u8": self.n * self.p}
+        for name, size in sizes.items():  # before any memmap: mode r+ would silently grow a truncated file
+            if not (self.dir / name).is_file() or (self.dir / name).stat().st_size != size:
+                return f"{name} has the wrong size (truncated or replaced)"
+        if (self.dir / "checksum.json").exists():
+            try:
+                recorded = json.loads((self.dir / "checksum.json").read_text())
+            except (OSError, ValueError):
+                return "unreadable checksum.json"
+            if recorded != self._checksums():
+                return "contents do not match the recorded sha256 (written by a killed run, or damaged)"
+        return None
+
+    def _checksums(self) -> dict:
+        from kd2edge.files import sha256
+
+        return {name: sha256(self.dir / name) for name in ("logits.f16", "filled.u8")}
+
     def _open(self):
+        if (self.dir / "meta.json").exists() or self.dir.exists():
+            why = self._damage()
+            if why:
+                print(f"warning: teacher cache {self.dir}: {why}; rebuilding it", flush=True)
+                shutil.rmtree(self.dir, ignore_errors=True)
         if not (self.dir / "meta.json").exists():
             self.dir.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=f".{self.key}."))
@@ -90,9 +122,6 @@ class TeacherCache:
                 os.replace(tmp, self.dir)
             except OSError:  # another process created it first
                 shutil.rmtree(tmp, ignore_errors=True)
-        meta = json.loads((self.dir / "meta.json").read_text())
-        if {k: meta.get(k) for k in self.spec} != self.spec:  # a hash collision or a hand-edited folder
-            raise RuntimeError(f"teacher cache {self.dir} does not match its key; delete the folder")
         self.store = np.memmap(self.dir / "logits.f16", np.float16, "r+", shape=(self.n, self.p, self.k))
         self.filled = np.memmap(self.dir / "filled.u8", np.uint8, "r+", shape=(self.n, self.p))
 
@@ -109,6 +138,9 @@ class TeacherCache:
             # warm cache would give a run different numbers; from batch 7 on every size tried gives the same bits
             pad = np.resize(miss, max(len(miss), MIN_BATCH))
             out = self.teacher.logits(x_views[torch.from_numpy(pad)]).numpy()[:len(miss)].astype(np.float16)
+            if not np.isfinite(out).all():
+                raise Kd2EdgeError("the teacher returned non-finite logits (NaN/inf); check the teacher file "
+                                   "and --set teacher_bf16 / teacher_preprocessing")
             self.store[i[miss], s[miss]] = out
             self.filled[i[miss], s[miss]] = 1
         self.misses += len(miss)
@@ -131,8 +163,12 @@ class TeacherCache:
         return float(np.asarray(self.filled[: n or self.n]).mean())
 
     def flush(self):
+        """Write the filled entries, then their sha256 (a run killed in between leaves a mismatch: rebuilt)."""
+        from kd2edge.files import write_json
+
         self.store.flush()
         self.filled.flush()
+        write_json(self.dir / "checksum.json", self._checksums())
 
 
 class LiveTeacher:

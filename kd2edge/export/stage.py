@@ -8,6 +8,7 @@ logits are loaded once (`load_source`) for every target and precision. Each fold
 from __future__ import annotations
 
 import datetime
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from kd2edge import Kd2EdgeError, __version__, require
-from kd2edge.artifact import FORMAT, FORMAT_VERSION, folder_name, model_size, write_files, write_folder
+from kd2edge.artifact import FORMAT, FORMAT_VERSION, build_folder, folder_name, install_folder, model_size, write_files
 from kd2edge.export.targets import get_target, plan as make_plan
 from kd2edge.export.verify import parity, session_for
+from kd2edge.files import check_out_dir
+from kd2edge.numbers import number
 
 STATUS_OK, STATUS_FAILED, STATUS_ERROR = "ok", "verification failed", "export failed"
 
@@ -142,32 +145,46 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
 
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
     _check_qat(plan, qat_epochs)
+    max_drop = number("--max-drop", max_drop, low=0)
+    check_out_dir(out or "exports")
     source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher, teacher_input)
     if qat_epochs:
         source.qat = _qat(source, qat_epochs, data_dir, progress)
     out = Path(out or "exports")
     name = name or Path(str(source.info["path"])).stem
     command = command or "kd2edge export " + " ".join(sys.argv[1:])
-    rows = []
-    with progress_bars(progress) as bars:
-        task = bars.task("export", total=len(plan))
-        for target, precision in plan:
-            task.set(description=f"export {target} {precision}")
-            rows.append(export_one(source, target, precision, out / folder_name(name, target, precision),
-                                   max_drop, command, extra_meta))
-            task.advance()
+    rows, built = [], []
+    try:
+        with progress_bars(progress) as bars:
+            task = bars.task("export", total=len(plan))
+            for target, precision in plan:
+                task.set(description=f"export {target} {precision}")
+                dest = out / folder_name(name, target, precision)
+                row, tmp = export_one(source, target, precision, dest, max_drop, command, extra_meta)
+                rows.append(row)
+                built += [(tmp, dest)] if tmp is not None else []
+                task.advance()
+        # installed together once all are built: a killed export never leaves folders of two checkpoints
+        for tmp, dest in built:
+            install_folder(tmp, dest)
+    finally:
+        for tmp, _ in built:
+            shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
 def export_one(source: Source, target: str, precision: str, dest: Path, max_drop: float, command: str,
-               extra_meta: dict | None = None) -> dict:
-    """Convert, verify and install one artifact folder; failures end up in the row, never half-written."""
+               extra_meta: dict | None = None) -> tuple[dict, Path | None]:
+    """Convert and verify one artifact folder, built beside `dest` (install it with install_folder): (row, the
+    built folder or None). Failures end up in the row, never half-written."""
     row = {"target": target, "precision": precision, "status": STATUS_ERROR, "reason": None, "path": str(dest),
            "size": None, "top1": None, "drop": None, "agreement": None, "max_abs_logit_diff": None, "sqnr": None}
     start = time.perf_counter()
+    built = None
     try:
-        if write_folder(dest, lambda tmp: _build(source, target, precision, tmp, dest.name, max_drop, command,
-                                                 extra_meta, row)):
+        built = build_folder(dest, lambda tmp: _build(source, target, precision, tmp, dest.name, max_drop, command,
+                                                      extra_meta, row))
+        if built is not None:
             row["status"] = STATUS_OK
     except Kd2EdgeError as e:
         row["reason"] = str(e)
@@ -175,7 +192,7 @@ def export_one(source: Source, target: str, precision: str, dest: Path, max_drop
         first = next((ln for ln in str(e).splitlines() if ln.strip()), "")
         row["reason"] = f"{type(e).__name__}: {first[:300]}"
     row["seconds"] = round(time.perf_counter() - start, 2)
-    return row
+    return row, built
 
 
 def _build(source: Source, target: str, precision: str, tmp: Path, name: str, max_drop: float, command: str,

@@ -357,10 +357,7 @@ def main():
         console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
-        console.print("[red]error:[/red] interrupted; a distill run continues from its last finished epoch "
-                      "with the same command plus --resume (kd2edge run resumes by itself)", soft_wrap=True,
-                      highlight=False)
-        sys.exit(130)
+        code = 130
     except OSError as e:  # a file system refusal not caught where it happened: still one line
         where = f" {e.filename}" if e.filename else ""
         console.print(f"[red]error:[/red] cannot use{escape(where)}: {escape(e.strerror or str(e))}; choose "
@@ -378,5 +375,10 @@ def main():
         if isinstance(getattr(e, "exit_code", None), int):
             sys.exit(e.exit_code)
         raise
+    if code == 130:  # Ctrl-C (typer turns KeyboardInterrupt into exit code 130)
+        console.print("[red]error:[/red] interrupted; a distill run continues from its last finished epoch "
+                      "with the same command plus --resume (kd2edge run resumes by itself)", soft_wrap=True,
+                      highlight=False)
+        sys.exit(130)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -410,3 +410,34 @@ def test_damaged_teacher_cache_is_rebuilt_never_used(tmp_path, cifar10_test, tea
     (third.dir / "meta.json").write_text("{broken")
     _, out = fresh()
     assert "unreadable meta.json" in capsys.readouterr().out and torch.equal(out, good)
+
+
+def test_missing_matplotlib_fails_before_training(tmp_path, cifar10_dir):
+    fake = tmp_path / "site" / "matplotlib"
+    _write(fake / "__init__.py", "raise ImportError('No module named matplotlib')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    assert_error([*D, "--data-dir", cifar10_dir, "--out", tmp_path / "o"], "pip install 'kd2edge[plot]'", env=env)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_ctrl_c_prints_resume_hint_and_keeps_the_partial_run(tmp_path, cifar10_dir):
+    import signal
+
+    out = tmp_path / "run"
+    args = ["distill", "--method", "ce", "--epochs", "50", "--limit-train", "256", "--batch-size", "64",
+            "--data-dir", str(cifar10_dir), "--out", str(out)]
+    p = subprocess.Popen([sys.executable, "-m", "kd2edge", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "250"})
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1:"):
+            p.send_signal(signal.SIGINT)
+            break
+    lines += p.stdout.readlines()
+    assert p.wait() == 130
+    text = "".join(lines)
+    assert "Traceback" not in text and lines[-1].startswith("error: interrupted") and "--resume" in lines[-1], text
+    assert (tmp_path / "run.partial" / "state.pt").exists() and not out.exists()
+    assert_error(args, "interrupted run (kept)", cwd=tmp_path)  # the same command again: kept, not deleted
+    assert (tmp_path / "run.partial" / "state.pt").exists()

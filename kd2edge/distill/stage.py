@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from kd2edge import Kd2EdgeError
+from kd2edge import Kd2EdgeError, require
 from kd2edge.batches import Normalizer
 from kd2edge.distill.config import RESUME_FREE, resolve_config
 from kd2edge.distill.inputs import build_teacher, load_data, make_student, setup_device, teacher_source
@@ -40,6 +40,7 @@ def distill(config: dict | None = None, **overrides) -> dict:
         if not cfg["overwrite"]:
             raise Kd2EdgeError(f"{out} already exists; pass --overwrite to replace it, --resume to reuse it, "
                                "or choose another --out")
+    require("matplotlib", "plot")  # the run folder's plots: fail now, not after training
     if partial.exists() and not cfg["resume"] and not cfg["overwrite"]:
         raise Kd2EdgeError(f"{partial} holds an interrupted run (kept): continue it with the same command plus "
                            "--resume, or pass --overwrite to start over")

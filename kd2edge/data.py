@@ -253,7 +253,7 @@ def load_npz(path: Path, split: str) -> Dataset:
         if lacking:
             raise Kd2EdgeError(f"{path} lacks array {lacking[0]!r} (has {', '.join(z.files) or 'none'}; expected "
                                f"x: uint8 N,H,W,C and y: labels, or x_{split}/y_{split})")
-        x, y = z[keys[0]], z[keys[1]]
+        x, y = z[keys[0]], _int_labels(z[keys[1]], path)
         if keys == ("x", "y") and not any(k.startswith(("x_train", "x_test")) for k in z.files):
             x, y = _holdout(x, np.asarray(y).reshape(-1), split, path)
     except Kd2EdgeError:
@@ -267,13 +267,18 @@ def load_npz(path: Path, split: str) -> Dataset:
                            f"{len(y)} labels")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
+    y = _int_labels(y, path)
+    classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max(initial=0)) + 1)]
+    return Dataset(np.ascontiguousarray(x), y, classes, path.stem, split)
+
+
+def _int_labels(y, path) -> np.ndarray:
+    """Labels as int64; float labels only when every value is a whole number (never truncated)."""
     y = np.asarray(y).reshape(-1)
     if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
         raise Kd2EdgeError(f"{path}: labels y must be integers (class numbers), got {y.dtype} values such as "
                            f"{y[:3].tolist()}")
-    y = y.astype(np.int64)
-    classes = [str(c) for c in z["classes"]] if "classes" in z.files else [str(i) for i in range(int(y.max(initial=0)) + 1)]
-    return Dataset(np.ascontiguousarray(x), y, classes, path.stem, split)
+    return y.astype(np.int64)
 
 
 HOLDOUT = 0.10  # of each class, the LAST images (in file order) of an .npz without splits form its test split

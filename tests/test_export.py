@@ -321,10 +321,9 @@ def test_cli_export_and_errors(student, tmp_path, cifar10_dir):
     assert meta["command"].startswith("kd2edge export") and meta["parity"]["n"] == 50
     res = runner.invoke(app, ["export", str(student), "-t", "tensorrt"])
     assert res.exit_code == 2 and "onnx" in res.output and "coreml" in res.output
-    # a reduced-precision artifact over the drop budget: verification fails, exit 1, nothing installed
+    # a negative drop budget is refused before any work (it once forced a verification failure: issue 15)
     res = runner.invoke(app, ["export", str(student), "-t", "onnx", "--precision", "int8", "--max-drop", "-50",
                               "--out", str(tmp_path / "strict"), "--eval-images", "50", "--calib-images", "8",
                               "--data-dir", str(cifar10_dir)])
-    assert res.exit_code == 1 and "verification failed" in res.output
-    assert not (tmp_path / "strict" / "r8-onnx-int8").exists()
-    assert [p.name for p in (tmp_path / "strict").iterdir()] == []
+    assert res.exit_code == 1 and "--max-drop must be a number >= 0" in str(res.exception)
+    assert not (tmp_path / "strict").exists()

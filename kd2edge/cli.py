@@ -21,7 +21,8 @@ from kd2edge.render import fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill a compact CNN, export it to ONNX/CoreML/TFLite, benchmark it on the device.")
-console = Console()
+WIDTH = 100  # every table is laid out to fit this; the fixed width when stdout is not a terminal (CI logs, | tee)
+console = Console(width=None if sys.stdout.isatty() else WIDTH)
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data location (else $KD2EDGE_DATA, else ./data).")]
 Arch = Annotated[Optional[str], typer.Option("--arch", help="Architecture of a foreign checkpoint (see `kd2edge zoo`).")]
@@ -32,6 +33,8 @@ CONTRACT_HELP = ("preset raw255 | unit | imagenet | cifar10 | cifar100 | symmetr
                  "records, else a stated guess")
 TeacherInput = Annotated[Optional[str], typer.Option("--teacher-input", help="How the teacher is fed: " + CONTRACT_HELP)]
 MatchClasses = Enum("MatchClasses", {k: k for k in ("name", "index")}, type=str)  # evaluate.MATCH_CLASSES
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the converters' own output (else it goes to "
+                                                               "export.log in each artifact folder).")]
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> Table:
@@ -96,9 +99,9 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
     from kd2edge.evaluate import evaluate
     from kd2edge.progress import progress_bars
 
-    if out is None:
-        ds_name = Path(dataset).stem if dataset else "auto"
-        out = Path("runs") / "eval" / f"{Path(checkpoint).stem}-{ds_name}-{split.value}"
+    from kd2edge.api import eval_folder
+
+    out = out or eval_folder(checkpoint, dataset, split.value)
     with progress_bars(delay=0.5) as progress:  # bars only once work takes longer than half a second
         r = evaluate(checkpoint, arch, dataset, split.value, data_dir, out, limit, batch_size=batch_size,
                      latency=latency, num_classes=num_classes, progress=progress, threads=threads,
@@ -197,7 +200,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             int8: Annotated[bool, typer.Option("--int8", help="Also export each target's int8 variants.")] = False,
             precision: Annotated[Optional[list[str]], typer.Option("--precision", help="Exact precisions instead (fp32, fp16, int8, w8, w8a8).")] = None,
             arch: Arch = None,
-            out: Annotated[Optional[Path], typer.Option(help="Parent folder of the artifact folders.")] = None,
+            out: Annotated[Optional[Path], typer.Option(help="Parent folder of the artifact folders (default runs/export).")] = None,
             calib_images: Annotated[int, typer.Option(help="Training images for int8 calibration.")] = 256,
             eval_images: Annotated[int, typer.Option(help="Test images for verification and eval.npz.")] = 1000,
             max_drop: Annotated[float, typer.Option(help="Largest top-1 drop (points) allowed for reduced precision.")] = 1.0,
@@ -206,6 +209,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             teacher_input: TeacherInput = None,
             dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
             data_dir: DataDir = None,
+            verbose: Verbose = False,
             as_json: AsJson = False):
     """Export a checkpoint to ONNX / TFLite / CoreML (fp32, int8), verify each artifact against PyTorch."""
     from kd2edge.export import export, summary_rows
@@ -213,7 +217,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
     rows = export(checkpoint, [t.value for t in target], int8=int8, arch=arch, out=out, calib_images=calib_images,
                   eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
                   dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]),
-                  qat_epochs=qat_epochs, teacher_input=teacher_input)
+                  qat_epochs=qat_epochs, teacher_input=teacher_input, verbose=verbose)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -277,7 +281,7 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
            dataset: Annotated[Optional[str], typer.Option(help="Also top-1 on your own data: an .npz, an image folder (test/<class>/...) or cifar10.")] = None,
            import_file: Annotated[Optional[Path], typer.Option("--import", help="Turn a TFLite benchmark_model log into a CSV row instead.")] = None,
            device_name: Annotated[Optional[str], typer.Option(help="With --import: the phone or board it ran on.")] = None,
-           out: Annotated[Path, typer.Option(help="Folder for bench-*.json, bench.csv and bench.png.")] = Path("benchmarks/results"),
+           out: Annotated[Optional[Path], typer.Option(help="Folder for bench-*.json, bench.csv and bench.png (default runs/bench).")] = None,
            protocol: Annotated[ProtocolChoice, typer.Option(parser=_protocol, metavar="[" + "|".join(PROTOCOLS) + "]", help="Timing protocol: " + "; ".join(f"{k}: {v['summary']}" for k, v in PROTOCOLS.items()) + ".")] = "default",
            min_queries: Annotated[Optional[int], typer.Option(help="Override the protocol's minimum query count (e.g. short mlperf runs).")] = None,
            min_seconds: Annotated[Optional[float], typer.Option(help="Override the protocol's minimum duration in seconds.")] = None,
@@ -287,8 +291,10 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
            verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model file and eval.npz against the sha256 in meta.json.")] = True,
            as_json: AsJson = False):
     """Latency, top-1 and drift vs the PyTorch student/teacher of exported artifacts, on this device (no torch)."""
-    from kd2edge.bench.reports import detail_lines, table_rows
+    from kd2edge.bench.reports import LEGEND, detail_lines, table_rows
+    from kd2edge.locations import run_folder
 
+    out = out or run_folder("bench")
     if import_file is not None:
         from kd2edge.bench.log_import import import_log
 
@@ -308,24 +314,28 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
         t.add_column(h, justify="left" if h in ("artifact", "runtime") else "right")
     for c in cells:
         t.add_row(*c)
-    (console if console.is_terminal else Console(width=200)).print(t)
+    console.print(t)
+    console.print(LEGEND, highlight=False)
     for line in detail_lines(rows):
         console.print(escape(line), highlight=False, soft_wrap=True)
     for r in rows:
         if r.get("note"):
             console.print(escape(f"note ({r['artifact']}): {r['note']}"), highlight=False, soft_wrap=True)
-    console.print(f"appended {len(rows)} row(s) to {out / 'bench.csv'}", highlight=False)
+    console.print(f"appended {len(rows)} row(s) to {out / 'bench.csv'} (every column; the run's JSON beside it)",
+                  highlight=False)
 
 # --- run: kd2edge/run.py owns this command ---
 @app.command()
 def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks/configs/quickstart.yaml).")],
-        out: Annotated[Optional[Path], typer.Option(help="Report folder (default reports/<name>).")] = None,
+        out: Annotated[Optional[Path], typer.Option(help="Report folder (default runs/run/<name>).")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Override distill.epochs.")] = None,
         limit_train: Annotated[Optional[int], typer.Option(help="Override distill.limit_train.")] = None,
         target: Annotated[Optional[list[TargetChoice]], typer.Option("--target", "-t", help="Override export.targets; repeatable.")] = None,
         int8: Annotated[Optional[bool], typer.Option("--int8/--no-int8", help="Override export.int8.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any key: --set distill.T=2 (repeatable).")] = None,
-        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True):
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        verbose: Verbose = False,
+        as_json: AsJson = False):
     """Teacher -> baseline + distilled student -> exports -> bench on this machine -> one report folder."""
     from kd2edge.run import load_config, run as run_pipeline
 
@@ -333,15 +343,32 @@ def run(config: Annotated[Path, typer.Argument(help="YAML config (see benchmarks
                                "distill.limit_train": limit_train,
                                "export.targets": [t.value for t in target] if target else None, "export.int8": int8},
                       set_ or [])
-    report = run_pipeline(cfg, progress=progress)
-    for key, title, cols in (("summary", "models (PyTorch, test set)",
-                              ["model", "params", "top-1 (%)", "F1 (%)", "PyTorch b1 p50 (ms)"]),
-                             ("deployment", "deployment (batch 1, this machine)",
-                              ["artifact", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)", "tied top-1", "Δ vs teacher (pt)",
-                               "threads", "p50 (ms)", "speedup vs PyTorch teacher"])):
-        console.print(_table(title, cols, [[r[c] for c in cols] for r in report[key]["rows"]]))
+    report = run_pipeline(cfg, progress=progress and not as_json, verbose=verbose)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    print_run_summary(report)
     console.print(f"report: {report['report_md']} and {report['report_html']}")
 
+
+
+def print_run_summary(report: dict) -> None:
+    """The verdict, the PyTorch models and one line per benched artifact, each table within WIDTH columns."""
+    v = report["verdict"]
+    console.print(f"verdict: per target, {v['rule']}", highlight=False)
+    cols = ["target", "ship", "threads", "top-1 (%)", "Δ vs teacher (pt)", "p50 (ms)",
+            "speed-up vs PyTorch teacher", "speed-up vs teacher, same export"]
+    console.print(_table("what to ship", cols, [[r[c] for c in cols] for r in v["rows"]]))
+    if v.get("kd_vs_baseline"):
+        console.print(v["kd_vs_baseline"], highlight=False)
+    cols = ["model", "params", "top-1 (%)", "F1 (%)", "PyTorch b1 p50 (ms)"]
+    console.print(_table("models (PyTorch, test set)", cols, [[r[c] for c in cols] for r in report["summary"]["rows"]]))
+    cols = ["artifact", "threads", "top-1 (%)", "Δ vs teacher (pt)", "p50 (ms)", "p90 (ms)", "speedup vs PyTorch teacher"]
+    rows = [r for r in report["deployment"]["rows"] if r["status"] == "ok" and r["p50 (ms)"] is not None]
+    console.print(_table("deployment (batch 1, this machine)", cols, [[r[c] for c in cols] for r in rows]))
+    others = {r["artifact"]: r["status"] for r in report["deployment"]["rows"] if r["status"] != "ok"}
+    for name, status in others.items():
+        console.print(f"{name}: {status}", highlight=False)
 
 
 @app.command()

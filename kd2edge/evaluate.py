@@ -329,3 +329,8 @@ def write_outputs(result: dict, out: Path, stem: str = "eval") -> None:
     write_text(out / f"{stem}_confusion.csv", buf.getvalue())
     confusion_png(cm, classes, out / f"{stem}_confusion.png",
                   f"{result['arch']} on {result['dataset']} {result['split']} (top-1 {result['top1']:.2f}%)")
+
+
+from kd2edge import api_module  # noqa: E402
+
+api_module(__name__)  # `from kd2edge import evaluate` is callable (kd2edge.api)

@@ -8,6 +8,10 @@ folder under the current directory.
 | data    | --data-dir  | KD2EDGE_DATA         | ./data       |
 | weights | (a path)    | KD2EDGE_WEIGHTS      | ./models     |
 | cache   |             | KD2EDGE_CACHE        | ./.cache     |
+| runs    | --out       | KD2EDGE_RUNS         | ./runs       |
+
+Every command writes under `<runs>/<command>/` (`run_folder`) unless --out names a folder: never into the
+project's tracked files.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from pathlib import Path
 
 from kd2edge import Kd2EdgeError
 
-ENV = {"data": "KD2EDGE_DATA", "weights": "KD2EDGE_WEIGHTS", "cache": "KD2EDGE_CACHE"}
-DEFAULT = {"data": "data", "weights": "models", "cache": ".cache"}
+ENV = {"data": "KD2EDGE_DATA", "weights": "KD2EDGE_WEIGHTS", "cache": "KD2EDGE_CACHE", "runs": "KD2EDGE_RUNS"}
+DEFAULT = {"data": "data", "weights": "models", "cache": ".cache", "runs": "runs"}
 
 
 def location(kind: str, flag: str | os.PathLike | None = None) -> Path:
@@ -26,6 +30,12 @@ def location(kind: str, flag: str | os.PathLike | None = None) -> Path:
         return Path(flag).expanduser()
     env = os.environ.get(ENV[kind])
     return Path(env).expanduser() if env else Path(DEFAULT[kind])
+
+
+def run_folder(command: str, name: str | None = None) -> Path:
+    """The default output folder of a command: `<runs>/<command>[/<name>]`."""
+    p = location("runs") / command
+    return p / name if name else p
 
 
 def resolve_file(path: str | os.PathLike, kind: str = "weights") -> Path:

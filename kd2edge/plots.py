@@ -66,12 +66,19 @@ def curves_png(history: list[dict], path, title="Training curves") -> Path:
 
 
 def scatter_png(points: list[dict], path, x="p50_ms", y="top1", label="name", title="Accuracy vs latency",
-                xlabel="p50 latency (ms, batch 1)", ylabel="top-1 (%)", logx=True) -> Path:
+                xlabel="p50 latency (ms, batch 1)", ylabel="top-1 (%)", logx=True, front=None) -> Path:
+    """`front`: the points of the accuracy-latency Pareto front (kd2edge.verdict.pareto), drawn as a dashed
+    staircase with the points circled."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     markers = "osD^v<>pP*Xh"
     for i, p in enumerate(q for q in points if q.get(x) is not None and q.get(y) is not None):
         ax.scatter(p[x], p[y], s=40, marker=markers[i % len(markers)], label=str(p[label]), alpha=0.85)
+    if front:
+        fx, fy = [p[x] for p in front], [p[y] for p in front]
+        ax.step(fx, fy, where="post", color="0.3", ls="--", lw=1, zorder=0,
+                label="Pareto front (nothing both faster and more accurate)")
+        ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="0.3", lw=1)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if logx:
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter

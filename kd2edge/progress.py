@@ -10,7 +10,17 @@ Disabled, the same calls do nothing, so callers never test for None.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+
+TERMINAL = None  # set by kd2edge.export.capture while converter output (fd 1 and 2) goes to a log file
+
+
+class _Stderr:
+    """The bars' stream: the real terminal while a converter's output is captured, else sys.stderr."""
+
+    def __getattr__(self, name):
+        return getattr(TERMINAL or sys.stderr, name)
 
 
 class Task:
@@ -74,7 +84,7 @@ def progress_bars(enabled: bool = True, delay: float = 0.0, auto_refresh: bool =
             return Text(f"{task.speed:,.0f} {unit}/s" if unit and task.speed else "")
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(file=_Stderr()), transient=True,
                         auto_refresh=auto_refresh)
     bars = Bars(progress, delay, auto_refresh)
     if delay <= 0:

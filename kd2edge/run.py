@@ -3,7 +3,8 @@
 Config (YAML; see benchmarks/configs/quickstart.yaml): top-level `name`, `out`, `teacher`, `teacher_arch`,
 `dataset`, `data_dir`, `student`, `student_kwargs`, `seed`, `baseline` (also train the hard-label student),
 `distill` (any `kd2edge distill` key: method, epochs, T, alpha, limit_train, ...), `export` (targets, int8,
-calib_images, eval_images, max_drop, teacher: also export the teacher), `bench` (threads, runs, warmup).
+calib_images, eval_images, max_drop, teacher: also export the teacher), `bench` (threads, runs, warmup),
+`report` (the verdict's rule, kd2edge.verdict: max_latency_ms, max_drop vs the teacher, seed_spread_pt).
 
 Every stage is reused when its inputs did not change: students live in `<out>/students/<method>-<key>/`
 (key = hash of the resolved distill config and the teacher's sha256), artifacts in `<out>/exports/` are
@@ -20,7 +21,9 @@ from pathlib import Path
 
 from kd2edge import Kd2EdgeError
 from kd2edge.files import sha256, write_json
+from kd2edge.locations import run_folder
 from kd2edge.pretrained import arch_of
+from kd2edge.verdict import check_rules
 
 DEFAULTS = {
     "name": "run", "out": None, "teacher": "cifar10-resnet56", "teacher_arch": None, "dataset": "cifar10",
@@ -29,8 +32,9 @@ DEFAULTS = {
     "export": {"targets": ["onnx", "tflite", "coreml"], "int8": True, "calib_images": 256, "eval_images": 1000,
                "max_drop": 1.0, "teacher": True},
     "bench": {"threads": [1, 2], "runs": 100, "warmup": 10},
+    "report": {"max_latency_ms": None, "max_drop": None, "seed_spread_pt": None},
 }
-SECTIONS = ("distill", "export", "bench")
+SECTIONS = ("distill", "export", "bench", "report")
 
 
 def merge(base: dict, extra: dict, where: str = "config") -> dict:
@@ -71,7 +75,7 @@ def set_override(cfg: dict, assignment: str) -> None:
 def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> dict:
     from kd2edge.files import read_yaml_mapping
 
-    data = read_yaml_mapping(path, " (see benchmarks/configs/ for examples)")
+    data = dict(path) if isinstance(path, dict) else read_yaml_mapping(path, " (see benchmarks/configs/ for examples)")
     cfg = merge(DEFAULTS, data)
     for s in sets:
         set_override(cfg, s)
@@ -80,8 +84,9 @@ def load_config(path, overrides: dict | None = None, sets: list[str] = ()) -> di
             continue
         section, _, key = k.rpartition(".")
         (cfg[section] if section else cfg)[key] = v
-    cfg["out"] = str(cfg["out"] or Path("reports") / cfg["name"])
+    cfg["out"] = str(cfg["out"] or run_folder("run", cfg["name"]))
     check_config(cfg)
+    check_rules(cfg["report"])
     return cfg
 
 
@@ -165,7 +170,8 @@ def evaluate_cached(checkpoint: str, arch: str | None, cfg: dict, cache: Path) -
     return {**result, "_dir": str(path.parent)}
 
 
-def export_cached(checkpoint: str, arch: str | None, name: str, cfg: dict, out: Path, progress: bool) -> list[dict]:
+def export_cached(checkpoint: str, arch: str | None, name: str, cfg: dict, out: Path, progress: bool,
+                  verbose: bool = False) -> list[dict]:
     """Reuse artifact folders whose meta.json records this checkpoint and these settings; export the missing
     (target, precision) pairs in ONE export call (checkpoint and data loaded once)."""
     from kd2edge.artifact import folder_name, read_meta
@@ -188,7 +194,7 @@ def export_cached(checkpoint: str, arch: str | None, name: str, cfg: dict, out: 
         new = export(checkpoint, arch=arch, out=out, calib_images=e["calib_images"], eval_images=e["eval_images"],
                      max_drop=e["max_drop"], dataset=cfg["dataset"], data_dir=cfg["data_dir"], name=name,
                      command=f"kd2edge run ({cfg['name']})", progress=progress, plan=todo,
-                     extra_meta={"run_settings": settings})
+                     extra_meta={"run_settings": settings}, verbose=verbose)
         rows.update({(r["target"], r["precision"]): r for r in new})
     return list(rows.values())
 
@@ -203,12 +209,13 @@ def _row_from_meta(meta: dict, folder: Path) -> dict:
             "reused": True}
 
 
-def run(cfg: dict, progress: bool = True) -> dict:
+def run(cfg: dict, progress: bool = True, verbose: bool = False) -> dict:
     """The whole pipeline; returns the report dict (also written as report.json next to report.md)."""
     from kd2edge.bench import bench
     from kd2edge.evaluate import torch_bench
     from kd2edge.run_report import write_run_report
 
+    check_rules(cfg.get("report") or {})  # before hours of training, not after
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg)
@@ -231,9 +238,9 @@ def run(cfg: dict, progress: bool = True) -> dict:
 
     t0 = time.time()
     exports = export_cached(models[f"student ({method})"]["checkpoint"], None, "student", cfg, out / "exports",
-                            progress)
+                            progress, verbose)
     if cfg["export"]["teacher"]:
-        exports += export_cached(teacher, models["teacher"]["arch"], "teacher", cfg, out / "exports", progress)
+        exports += export_cached(teacher, models["teacher"]["arch"], "teacher", cfg, out / "exports", progress, verbose)
     timings["export_s"] = time.time() - t0
 
     t0 = time.time()
@@ -246,3 +253,8 @@ def run(cfg: dict, progress: bool = True) -> dict:
              for label, m in models.items()}  # the PyTorch baselines, timed right after, in this process
     timings["bench_s"] = time.time() - t0
     return write_run_report(out, cfg, models, evals, exports, benches, eager, timings)
+
+
+from kd2edge import api_module  # noqa: E402
+
+api_module(__name__)  # `from kd2edge import run` is callable (kd2edge.api)

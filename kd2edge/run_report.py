@@ -8,12 +8,39 @@ from pathlib import Path
 
 from kd2edge.files import write_json
 from kd2edge.render import write_report
+from kd2edge.verdict import VERDICT_COLS, kd_line, pareto, rule_text, verdict_rows
 
 SUMMARY_COLS = ["model", "arch", "params", "MACs", "top-1 (%)", "top-5 (%)", "precision (%)", "recall (%)",
                 "F1 (%)", "PyTorch b1 p50 (ms)", "throughput (img/s)"]
 DEPLOY_COLS = ["artifact", "target", "precision", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)",
-               "tied top-1", "agree student (%)", "Δ vs teacher (pt)", "agree teacher (%)", "threads", "p50 (ms)", "p90 (ms)",
+               "tied top-1", "agreement with student (%)", "Δ vs teacher (pt)", "agreement with teacher (%)", "threads", "p50 (ms)", "p90 (ms)",
                "speedup vs PyTorch teacher"]
+
+
+ACCURACY_COLS = ["artifact", "target", "precision", "status", "size (KB)", "top-1 (%)", "Δ vs student (pt)", "tied top-1",
+                 "agreement with student (%)", "Δ vs teacher (pt)", "agreement with teacher (%)"]
+
+
+def accuracy_rows(deploy: list[dict]) -> list[dict]:
+    """One row per artifact (accuracy does not depend on the thread count)."""
+    rows = {}
+    for r in deploy:
+        rows.setdefault(r["artifact"], {c: r.get(c) for c in ACCURACY_COLS})
+    return list(rows.values())
+
+
+def latency_rows(deploy: list[dict]) -> tuple[list[str], list[dict]]:
+    """One row per artifact, p50 / p90 / speed-up columns per thread count."""
+    threads = sorted({r["threads"] for r in deploy if r.get("threads")})
+    cols = ["artifact"] + [f"{k} @{t} thr" for t in threads for k in ("p50 (ms)", "p90 (ms)", "speed-up")]
+    rows = {}
+    for r in deploy:
+        row = rows.setdefault(r["artifact"], {c: None for c in cols} | {"artifact": r["artifact"]})
+        if r.get("threads"):
+            t = r["threads"]
+            row.update({f"p50 (ms) @{t} thr": r["p50 (ms)"], f"p90 (ms) @{t} thr": r["p90 (ms)"],
+                        f"speed-up @{t} thr": r["speedup vs PyTorch teacher"]})
+    return cols, [r for r in rows.values() if any(r[c] is not None for c in cols[1:])]
 
 
 def summary_rows(evals: dict, eager_ms: dict) -> list[dict]:
@@ -68,14 +95,14 @@ def deploy_rows(exports: list[dict], benches: list[dict], teacher_ms: dict) -> l
         if skipped:
             head["status"] = f"{e['status']}; not benched here (see below)"
         if not runs:  # the export's own parity check is all there is
-            rows.append(_deploy_row(head, **{"top-1 (%)": e.get("top1"), "agree student (%)": e.get("agreement"),
+            rows.append(_deploy_row(head, **{"top-1 (%)": e.get("top1"), "agreement with student (%)": e.get("agreement"),
                                              "tied top-1": e.get("tied_top1")}))
         for b in runs:
             rows.append(_deploy_row(head, b, teacher_ms, **{
                 "top-1 (%)": b.get("top1"), "Δ vs student (pt)": b.get("delta_student"),
                 "tied top-1": b.get("tied_top1"),
-                "agree student (%)": b.get("agree_student"), "Δ vs teacher (pt)": b.get("delta_teacher"),
-                "agree teacher (%)": b.get("agree_teacher")}))
+                "agreement with student (%)": b.get("agree_student"), "Δ vs teacher (pt)": b.get("delta_teacher"),
+                "agreement with teacher (%)": b.get("agree_teacher")}))
     return rows
 
 
@@ -115,7 +142,8 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
     points += [{"name": f"{Path(b['path']).name} ({b['threads']} thread)", "p50_ms": b.get("p50_ms"), "top1": b.get("top1")}
                for b in benches if b["threads"] == one_thread]
     plots = {"accuracy_vs_latency": "plots/accuracy_vs_latency.png"}
-    scatter_png(points, out / plots["accuracy_vs_latency"], title="Accuracy vs batch-1 latency (this machine, 1 stream)")
+    scatter_png(points, out / plots["accuracy_vs_latency"], front=pareto(points),
+                title=f"Accuracy vs batch-1 latency (this machine, {one_thread} thread)")
     for label, m in models.items():
         slug = label.split(" ")[0] if label == "teacher" else label.replace(" ", "").replace("(", "-").replace(")", "")
         if m.get("run_dir"):
@@ -126,25 +154,43 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
                        out / "plots" / f"confusion-{slug}.png")
         if cm:
             plots[f"confusion {label}"] = cm
-    report = {"name": cfg["name"], "config": cfg, "summary": {"columns": SUMMARY_COLS, "rows": summary},
+    rules = cfg.get("report") or {}
+    method = cfg["distill"].get("method", "kd")
+    verdict = verdict_rows(deploy, rules, evals.get("teacher", {}).get("top1"))
+    kd = kd_line(evals, method, rules.get("seed_spread_pt"))
+    accuracy = accuracy_rows(deploy)
+    lat_cols, latency = latency_rows(deploy)
+    report = {"name": cfg["name"], "config": cfg,
+              "verdict": {"rule": rule_text(rules), "columns": VERDICT_COLS, "rows": verdict, "kd_vs_baseline": kd},
+              "summary": {"columns": SUMMARY_COLS, "rows": summary},
+              "accuracy": {"columns": ACCURACY_COLS, "rows": accuracy},
+              "latency": {"columns": lat_cols, "rows": latency},
               "deployment": {"columns": DEPLOY_COLS, "rows": deploy}, "plots": plots, "timings_s": timings,
               "models": {k: {"checkpoint": str(v["checkpoint"]), "run_dir": v.get("run_dir")} for k, v in models.items()},
               "exports": exports, "bench": benches, "pytorch_bench": eager}
     d = cfg["distill"]
-    budget = (f"student {cfg['student']}, method {d.get('method', 'kd')}, {d.get('epochs')} epochs"
+    budget = (f"student {cfg['student']}, method {method}, {d.get('epochs')} epochs"
               + (f" on the first {d['limit_train']} training images" if d.get("limit_train") else " on the full training set")
               + f", seed {cfg['seed']}; teacher {cfg['teacher']}; dataset {cfg['dataset']} (test split for every number)")
     device = benches[0] if benches else {}
-    blocks = [("p", f"Budget: {budget}."),
-              ("p", f"Machine: {device.get('cpu', 'n/a')}, {device.get('cores', '?')} cores, {device.get('os', '')}. "
-                    f"Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."),
-              ("h", "Models (PyTorch)"), ("table", SUMMARY_COLS, summary),
-              ("h", "Deployment (every artifact, benchmarked on this machine at batch 1)"), ("table", DEPLOY_COLS, deploy),
-              ("p", "PyTorch rows: the checkpoints in eager mode, timed by the same loop in the same process right "
-                    "after the artifacts (top-1 in the table above; the summary's latency is their first thread count). "
-                    "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the artifact's eval "
-                    "bundle; agree = top-1 agreement; tied top-1 = images whose largest logit occurs more than once (the "
-                    "first class wins, kd2edge.metrics.predict_top1). Speedup = PyTorch teacher p50 / row p50 at the same thread count.")]
+    blocks = [("h", "Verdict: what to ship"),
+              ("p", f"Per target, {rule_text(rules)}, among the student's artifacts benchmarked on this machine "
+                    "(batch 1; top-1 on the artifact's eval bundle). Speed-up vs teacher, same export: the teacher "
+                    "converted to the same target and precision, at the same thread count (int8 vs int8)."),
+              ("table", VERDICT_COLS, verdict)]
+    blocks += [("p", kd)] if kd else []
+    blocks += [("p", f"Budget: {budget}."),
+               ("p", f"Machine: {device.get('cpu', 'n/a')}, {device.get('cores', '?')} cores, {device.get('os', '')}. "
+                     f"Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + "."),
+               ("h", "Models (PyTorch, full test set)"), ("table", SUMMARY_COLS, summary),
+               ("h", "Accuracy of every artifact (its eval bundle)"), ("table", ACCURACY_COLS, accuracy),
+               ("p", "Δ columns: artifact top-1 minus the PyTorch student's / teacher's top-1 on the same images; "
+                     "agreement: share of images where both predict the same class; tied top-1: images whose largest logit "
+                     "occurs more than once (the first class wins, kd2edge.metrics.predict_top1)."),
+               ("h", "Latency per thread count (batch 1, this machine)"), ("table", lat_cols, latency),
+               ("p", "PyTorch rows: the checkpoints in eager mode, timed by the same loop in the same process right "
+                     "after the artifacts. Speed-up = PyTorch teacher p50 / row p50 at the same thread count. "
+                     "report.json's `deployment` holds every column of every (artifact, thread count) pair.")]
     blocks += [("p", line) for line in skipped_notes(benches)] + [("h", "Plots")]
     blocks += [("img", path, caption) for caption, path in plots.items()]
     failed = [e for e in exports if e["status"] != "ok"]

@@ -64,6 +64,7 @@ def cifar10_test(cifar10_dir):
 def _env(tmp_path_factory):
     """Keep tests from writing caches into the work tree."""
     os.environ.setdefault("KD2EDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    os.environ.setdefault("KD2EDGE_RUNS", str(tmp_path_factory.mktemp("runs")))  # default output folders
     yield
 
 

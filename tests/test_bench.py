@@ -143,7 +143,7 @@ def test_csv_appends_rows_and_keeps_old_ones():
     assert rows[1]["p50_ms"] == "" and rows[1]["extra_col"] == "3" and rows[0]["extra_col"] == ""
     assert list(rows[0])[:len(CSV_COLUMNS)] == CSV_COLUMNS
     headers, cells = table_rows([{"artifact": "x", "p50_ms": 0.5}])
-    assert cells[0][headers.index("p50 ms")] == "0.500" and cells[0][headers.index("top-1")] == ""
+    assert cells[0][headers.index("p50 (ms)")] == "0.500" and cells[0][headers.index("top-1 (%)")] == ""
 
 
 def test_registries_agree():

@@ -21,8 +21,10 @@ def tiny_run(tmp_path_factory, cifar10_dir, teacher_path):
         "name": "tiny", "teacher": str(teacher_path("resnet20")), "teacher_arch": "resnet20",
         "data_dir": str(cifar10_dir), "student": "resnet8", "student_kwargs": {"width": 8},
         "distill": {"method": "kd", "epochs": 1, "limit_train": 512, "batch_size": 128},
-        "export": {"targets": ["onnx"], "int8": False, "eval_images": 200, "teacher": False},
-        "bench": {"threads": [1], "runs": 5, "warmup": 1},
+        # int8 and the teacher's own artifacts too: the verdict has something to choose and a same-export twin;
+        # a 1-epoch student's int8 drift can pass 1 pt, so verification allows any drop here
+        "export": {"targets": ["onnx"], "int8": True, "eval_images": 200, "teacher": True, "max_drop": 100},
+        "bench": {"threads": [1, 2], "runs": 5, "warmup": 1},
     }))
     cfg = load_config(cfg_file, {"out": str(tmp / "report")})
     return cfg_file, cfg, run(cfg, progress=False)
@@ -48,7 +50,7 @@ def test_report_tables_match_json(tiny_run):
     out = Path(cfg["out"])
     saved = json.loads((out / "report.json").read_text())
     tables = md_tables((out / "report.md").read_text())
-    for key, table in zip(("summary", "deployment"), tables):
+    for key, table in zip(("verdict", "summary", "accuracy", "latency"), tables, strict=True):
         assert table[0] == saved[key]["columns"]
         assert table[1:] == [[fmt(row[c]) for c in table[0]] for row in saved[key]["rows"]]
     labels = [r["model"] for r in saved["summary"]["rows"]]
@@ -79,11 +81,71 @@ def test_rerun_with_other_targets_does_not_retrain(tiny_run):
     cfg_file, cfg, first = tiny_run
     students = {p: p.stat().st_mtime_ns for p in Path(cfg["out"]).glob("students/*/student.pt")}
     assert len(students) == 2
-    cfg2 = load_config(cfg_file, {"out": cfg["out"], "export.targets": ["onnx", "tflite"]})
+    cfg2 = load_config(cfg_file, {"out": cfg["out"], "export.targets": ["onnx", "tflite"], "export.int8": False,
+                                  "export.teacher": False})
     second = run(cfg2, progress=False)
     assert {p: p.stat().st_mtime_ns for p in Path(cfg["out"]).glob("students/*/student.pt")} == students
     assert [e["target"] for e in second["exports"]] == ["onnx", "tflite"]
     assert second["exports"][0].get("reused") is True  # the ONNX artifact was not rebuilt either
+
+
+def test_verdict_block_opens_the_report(tiny_run):
+    _, cfg, report = tiny_run
+    md = (Path(cfg["out"]) / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Models")
+    (v,) = report["verdict"]["rows"]
+    assert v["target"] == "onnx" and v["ship"].startswith("student-onnx")
+    assert "vs hard labels" in report["verdict"]["kd_vs_baseline"]
+    twin = {(r["artifact"], r["threads"]): r["p50 (ms)"] for r in report["deployment"]["rows"]}
+    same = twin[("teacher-" + v["ship"][len("student-"):], v["threads"])]
+    assert v["speed-up vs teacher, same export"] == pytest.approx(same / v["p50 (ms)"])
+
+
+def test_verdict_picks_by_latency_budget_and_by_max_drop(tiny_run):
+    """Both rules on the real run's rows (student-onnx and student-onnx-int8, 1 and 2 threads)."""
+    from kd2edge.verdict import verdict_rows
+
+    _, _, report = tiny_run
+    deploy = report["deployment"]["rows"]
+    teacher = report["summary"]["rows"][0]["top-1 (%)"]
+    cands = [r for r in deploy if r["artifact"].startswith("student-") and r["p50 (ms)"] is not None]
+    assert {r["artifact"] for r in cands} == {"student-onnx", "student-onnx-int8"} and len(cands) == 4
+
+    def ship(**rules):
+        (v,) = verdict_rows(deploy, rules, teacher)
+        return v["ship"], v["threads"]
+
+    def name(r):
+        return r["artifact"], r["threads"]
+
+    fastest = min(cands, key=lambda r: r["p50 (ms)"])
+    best = max(cands, key=lambda r: (r["top-1 (%)"], -r["p50 (ms)"]))
+    assert ship(max_latency_ms=fastest["p50 (ms)"]) == name(fastest)  # only the fastest fits
+    assert ship(max_latency_ms=1e6) == name(best)  # everything fits: the most accurate
+    assert ship() == name(best)
+    assert ship(max_drop=1e6) == name(fastest)  # every drop is allowed: the fastest
+    # a drop only the most accurate artifacts meet: the fastest of those
+    least = min(-r["Δ vs teacher (pt)"] for r in cands)
+    within = [r for r in cands if -r["Δ vs teacher (pt)"] <= least]
+    assert ship(max_drop=least) == name(min(within, key=lambda r: r["p50 (ms)"]))
+    assert ship(max_latency_ms=fastest["p50 (ms)"] / 2)[0] == "none within the budget"
+
+
+def test_pareto_front():
+    from kd2edge.verdict import pareto
+
+    pts = [{"p50_ms": 1, "top1": 80}, {"p50_ms": 2, "top1": 79}, {"p50_ms": 3, "top1": 85}, {"p50_ms": 0.5, "top1": 70}]
+    assert [p["p50_ms"] for p in pareto(pts)] == [0.5, 1, 3]
+
+
+@pytest.mark.parametrize("bad", ["report.max_latency_ms=-1", "report.max_drop=abc", "report.max_drop=true"])
+def test_bad_report_rule_is_one_line_error(tmp_path, bad):
+    from kd2edge import Kd2EdgeError
+
+    good = tmp_path / "ok.yaml"
+    good.write_text("name: x\n")
+    with pytest.raises(Kd2EdgeError, match="report.max_.* must be a positive number"):
+        load_config(good, sets=[bad])
 
 
 def test_bad_config_is_one_line_error(tmp_path):
@@ -154,5 +216,9 @@ def test_cli_prints_both_tables_by_column_name(tiny_run):
     cfg_file, cfg, _ = tiny_run
     res = CliRunner().invoke(app, ["run", str(cfg_file), "--out", cfg["out"], "--no-progress"])
     assert res.exit_code == 0, res.output
+    assert "what to ship" in res.output and "student-onnx" in res.output
     assert "models (PyTorch, test set)" in res.output and "deployment (batch 1, this machine)" in res.output
     assert "report: " in res.output
+    # not a terminal: laid out at 100 columns, nothing longer, no header or name cut short
+    assert max(len(line) for line in res.output.splitlines()) <= 100, res.output
+    assert "…" not in res.output, res.output

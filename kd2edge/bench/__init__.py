@@ -3,3 +3,8 @@
 from kd2edge.bench.stage import bench
 
 __all__ = ["bench"]
+
+
+from kd2edge import api_module  # noqa: E402
+
+api_module(__name__)  # `from kd2edge import bench` is callable (kd2edge.api)

@@ -1,7 +1,7 @@
 """What machine a benchmark ran on: CPU model, cores, ISA features, OS, Python and runtime versions.
 
 Read from /proc/cpuinfo (Linux, Android, Raspberry Pi) or sysctl (macOS). No torch, no third-party imports.
-The fingerprint keys every row of `benchmarks/results/bench.csv`, so results from many devices share one table.
+The fingerprint keys every row of `bench.csv` (runs/bench/ by default), so results from many devices share one table.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from kd2edge import Kd2EdgeError
+from kd2edge.locations import run_folder
 
 NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 STAT_KEYS = ("count", "first", "curr", "min", "max", "avg", "std", "p5", "median", "p95")
@@ -183,7 +184,7 @@ def log_row(parsed: dict, meta: dict | None = None, device_name: str | None = No
     return row
 
 
-def import_log(path, artifact=None, device_name: str | None = None, out="benchmarks/results",
+def import_log(path, artifact=None, device_name: str | None = None, out=None,
                write: bool = True) -> dict:
     """Parse a saved benchmark_model log and append its row to `out`/bench.csv (and a JSON beside it)."""
     path = Path(path).expanduser()
@@ -204,6 +205,6 @@ def import_log(path, artifact=None, device_name: str | None = None, out="benchma
         from kd2edge.bench.reports import write_reports
 
         device = {k: row[k] for k in ("device_id", "cpu", "board", "arch", "cores", "isa", "os", "python")}
-        write_reports([row], device, out, source=f"benchmark_model log {path.name}")
+        write_reports([row], device, out or run_folder("bench"), source=f"benchmark_model log {path.name}")
     return row
 

@@ -19,6 +19,7 @@ from kd2edge.files import check_out_dir
 from kd2edge.bench.protocols import get_protocol, protocol_columns, timing_budget
 from kd2edge.bench.sensors import NOT_EXPOSED
 from kd2edge.bench.sustained import check as check_sustained, time_sustained
+from kd2edge.locations import run_folder
 from kd2edge.metrics import agreement, sqnr_db, tied_top1, topk_accuracy
 from kd2edge.runtimes import RuntimeUnavailable, Session, check_available
 from kd2edge.timing import time_runs
@@ -196,7 +197,7 @@ def skipped_row(artifact: dict, threads, batch: int, reason: str) -> dict:
 
 
 def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seconds: float | None = None,
-          warmup: int = 10, dataset=None, out="benchmarks/results", write: bool = True,
+          warmup: int = 10, dataset=None, out=None, write: bool = True,
           progress: bool = True, protocol: str = "default", min_queries: int | None = None,
           min_seconds: float | None = None, sustained: float | None = None, window: float | None = None,
           profile: bool = False, verify: bool = True) -> list[dict]:
@@ -257,7 +258,7 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
     if not any(r["status"] == "ok" for r in rows):
         raise Kd2EdgeError(f"no artifact could run here: {rows[0]['note']}")
     if write:
-        write_reports(rows, device, out)
+        write_reports(rows, device, out or run_folder("bench"))
     return rows
 
 

@@ -9,3 +9,8 @@ from kd2edge.distill.config import DEFAULTS, load_config_file, resolve_config
 from kd2edge.distill.stage import distill
 
 __all__ = ["DEFAULTS", "distill", "load_config_file", "resolve_config"]
+
+
+from kd2edge import api_module  # noqa: E402
+
+api_module(__name__)  # `from kd2edge import distill` is callable (kd2edge.api)

@@ -4,3 +4,8 @@ from kd2edge.export.stage import export, load_source, summary_rows
 from kd2edge.export.verify import parity
 
 __all__ = ["export", "load_source", "parity", "summary_rows"]
+
+
+from kd2edge import api_module  # noqa: E402
+
+api_module(__name__)  # `from kd2edge import export` is callable (kd2edge.api)

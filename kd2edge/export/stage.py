@@ -18,10 +18,12 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError, __version__, require
 from kd2edge.artifact import FORMAT, FORMAT_VERSION, build_folder, folder_name, install_folder, model_size, write_files
+from kd2edge.export.capture import captured
 from kd2edge.export.targets import get_target, plan as make_plan
 from kd2edge.export.verify import parity, session_for
 from kd2edge.files import check_out_dir
 from kd2edge.numbers import number
+from kd2edge.locations import run_folder
 
 STATUS_OK, STATUS_FAILED, STATUS_ERROR = "ok", "verification failed", "export failed"
 
@@ -136,11 +138,13 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
            precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
            command: str | None = None, progress: bool = True, plan=None, extra_meta=None,
-           qat_epochs: float = 0, teacher_input=None) -> list[dict]:
+           qat_epochs: float = 0, teacher_input=None, verbose: bool = False) -> list[dict]:
     """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
     -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
     agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json.
-    `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ."""
+    `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ. The
+    converters' own output goes to `export.log` in each artifact folder (`<folder>.export.log` beside it when
+    the export failed); `verbose` shows it on the terminal instead."""
     from kd2edge.progress import progress_bars
 
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
@@ -150,7 +154,7 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
     source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher, teacher_input)
     if qat_epochs:
         source.qat = _qat(source, qat_epochs, data_dir, progress)
-    out = Path(out or "exports")
+    out = Path(out or run_folder("export"))
     name = name or Path(str(source.info["path"])).stem
     command = command or "kd2edge export " + " ".join(sys.argv[1:])
     rows, built = [], []
@@ -160,7 +164,8 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
             for target, precision in plan:
                 task.set(description=f"export {target} {precision}")
                 dest = out / folder_name(name, target, precision)
-                row, tmp = export_one(source, target, precision, dest, max_drop, command, extra_meta)
+                row, tmp = export_one(source, target, precision, dest, max_drop, command, extra_meta,
+                                         verbose)
                 rows.append(row)
                 built += [(tmp, dest)] if tmp is not None else []
                 task.advance()
@@ -174,16 +179,20 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
 
 
 def export_one(source: Source, target: str, precision: str, dest: Path, max_drop: float, command: str,
-               extra_meta: dict | None = None) -> tuple[dict, Path | None]:
+               extra_meta: dict | None = None, verbose: bool = False) -> tuple[dict, Path | None]:
     """Convert and verify one artifact folder, built beside `dest` (install it with install_folder): (row, the
-    built folder or None). Failures end up in the row, never half-written."""
+    built folder or None). Failures end up in the row, never half-written. The converters' output goes to
+    export.log in the folder (`<dest>.export.log` beside it on failure) unless `verbose`."""
     row = {"target": target, "precision": precision, "status": STATUS_ERROR, "reason": None, "path": str(dest),
            "size": None, "top1": None, "drop": None, "agreement": None, "max_abs_logit_diff": None, "sqnr": None}
     start = time.perf_counter()
     built = None
+    log = dest.parent / f".{dest.name}.export.log.tmp"
+    log.unlink(missing_ok=True)
     try:
-        built = build_folder(dest, lambda tmp: _build(source, target, precision, tmp, dest.name, max_drop, command,
-                                                      extra_meta, row))
+        with captured(log, enabled=not verbose):
+            built = build_folder(dest, lambda tmp: _build(source, target, precision, tmp, dest.name, max_drop,
+                                                          command, extra_meta, row))
         if built is not None:
             row["status"] = STATUS_OK
     except Kd2EdgeError as e:
@@ -191,6 +200,14 @@ def export_one(source: Source, target: str, precision: str, dest: Path, max_drop
     except Exception as e:  # a converter bug: report it in the row, keep exporting the other targets
         first = next((ln for ln in str(e).splitlines() if ln.strip()), "")
         row["reason"] = f"{type(e).__name__}: {first[:300]}"
+    if log.exists():  # into the installed folder, or beside it when nothing was installed
+        failed_log = dest.parent / f"{dest.name}.export.log"
+        failed_log.unlink(missing_ok=True)
+        if built is not None:
+            log.replace(Path(built) / "export.log")
+        else:
+            log.replace(failed_log)
+            row["reason"] = f"{row['reason']} (converter output: {failed_log})"
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row, built
 

@@ -51,6 +51,7 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histo
     symmetric per-channel int8 weights) -> calibrate image by image on raw pixels -> convert."""
     import torch
     from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = quantizer_for(observer)
@@ -59,7 +60,14 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histo
     with torch.no_grad():
         for img in calib:
             prepared(torch.as_tensor(img[None]).float())
-    return convert_pt2e(prepared, fold_quantize=fold_quantize), QuantConfig(pt2e_quantizer=quantizer)
+    quantized = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
+    # The graph was exported from the eval-mode network and prepare_pt2e folded its batch norms into the convs:
+    # it has no train/eval-dependent op left (move_exported_model_to_eval changes nothing; checked on our
+    # ResNets), but a GraphModule starts with training=True and litert-torch warns "converted in training mode"
+    # on that flag alone. `.eval()` is refused on exported graphs, so the flag is cleared directly.
+    for m in quantized.modules():
+        m.training = False
+    return quantized, QuantConfig(pt2e_quantizer=quantizer)
 
 
 def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None) -> dict:

@@ -38,12 +38,15 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the convert
 
 
 def _table(title: str, columns: list[str], rows: list[list]) -> Table:
+    """Names on the left, never cut short (other headers wrap instead); numbers on the right."""
     t = Table(title=title)
-    for c in columns:
-        t.add_column(c, justify="left" if c in ("name", "model", "arch", "class", "metric", "artifact", "target",
-                                                "status") else "right")
-    for r in rows:
-        t.add_row(*[fmt(v) for v in r])
+    cells = [[fmt(v) for v in r] for r in rows]
+    for i, c in enumerate(columns):
+        name = c in ("name", "model", "arch", "class", "metric", "artifact", "target", "status", "ship")
+        t.add_column(c, justify="left" if name else "right", no_wrap=name,
+                     min_width=min(40, max((len(r[i]) for r in cells), default=0)) if name else None)
+    for r in cells:
+        t.add_row(*r)
     return t
 
 
@@ -309,12 +312,7 @@ def bench_(artifacts: Annotated[Optional[list[Path]], typer.Argument(help="Artif
         print(json.dumps(rows, indent=2))
         return
     headers, cells = table_rows(rows)
-    t = Table(title=f"kd2edge bench on {rows[0]['cpu']} ({rows[0]['device_id']})")
-    for h in headers:
-        t.add_column(h, justify="left" if h in ("artifact", "runtime") else "right")
-    for c in cells:
-        t.add_row(*c)
-    console.print(t)
+    console.print(_table(f"kd2edge bench on {rows[0]['cpu']} ({rows[0]['device_id']})", headers, cells))
     console.print(LEGEND, highlight=False)
     for line in detail_lines(rows):
         console.print(escape(line), highlight=False, soft_wrap=True)

@@ -82,3 +82,17 @@ def test_run_from_a_dict(tmp_path, cifar10_dir, teacher_path):
                  out=tmp_path / "run")
     assert report["verdict"]["rows"][0]["ship"] == "student-onnx"
     assert json.loads((tmp_path / "run" / "report.json").read_text())["verdict"] == report["verdict"]
+
+
+def test_bench_cli_table_fits_100_columns(bench_artifacts, tmp_path):
+    """Not a terminal: the table is laid out at 100 columns, no line longer, no header or name cut short."""
+    from typer.testing import CliRunner
+
+    from kd2edge.cli import app
+
+    res = CliRunner().invoke(app, ["bench", *map(str, bench_artifacts.values()), "--threads", "1", "--runs", "3",
+                                   "--warmup", "0", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "Δ vs student / teacher:" in res.output  # the legend under the table
+    assert max(len(line) for line in res.output.splitlines()) <= 100, res.output
+    assert "…" not in res.output, res.output

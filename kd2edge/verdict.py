@@ -78,7 +78,7 @@ def verdict_rows(deploy: list[dict], rules: dict, teacher_top1: float | None = N
         row["target"] = target
         best = pick(cands, rules, teacher_top1)
         if best is None:
-            row["ship"] = ("none within the budget" if cands else "not benched here (see the notes below)")
+            row["ship"] = "none within the budget" if cands else "not benched here"
             out.append(row)
             continue
         twin = teacher_rows.get(("teacher-" + best["artifact"][len("student-"):], best["threads"]))

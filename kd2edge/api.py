@@ -78,15 +78,18 @@ def run(config: Mapping[str, Any] | str | Path, *, out: str | Path | None = None
 def evaluate(checkpoint: str | Path, *, arch: str | None = None, dataset: str | None = None, split: str = "test",
              data_dir: str | Path | None = None, out: str | Path | None = None, limit: int | None = None,
              batch_size: int = 500, latency: bool = True, num_classes: int | None = None,
-             threads: int | None = None, download: bool = False) -> dict:
+             threads: int | None = None, download: bool = False, input: str | None = None,
+             match_classes: str = "name") -> dict:
     """`kd2edge eval`: top-1/top-5, per-class precision/recall/F1, confusion matrix, params, MACs and batch-1
     latency of a checkpoint; eval.json and the confusion CSV/PNG go to `out` (default
-    runs/eval/<checkpoint>-<dataset>-<split>)."""
+    runs/eval/<checkpoint>-<dataset>-<split>). `input`: how the model is fed (--input, kd2edge.input_contract);
+    `match_classes`: name or index (--match-classes)."""
     from kd2edge.evaluate import evaluate as run_eval
 
     out = out or eval_folder(checkpoint, dataset, split)
     return run_eval(str(checkpoint), arch, dataset, split, data_dir, out, limit, batch_size=batch_size,
-                    latency=latency, num_classes=num_classes, threads=threads, download=download)
+                    latency=latency, num_classes=num_classes, threads=threads, download=download, contract=input,
+                    match=match_classes)
 
 
 def eval_folder(checkpoint, dataset: str | None, split: str) -> Path:

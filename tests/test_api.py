@@ -41,7 +41,7 @@ def test_evaluate_matches_cli_json(tmp_path, cifar10_dir, teacher_path):
                                    str(cifar10_dir), "--limit", "200", "--no-latency", "--out", str(tmp_path / "cli"),
                                    "--json"])
     assert res.exit_code == 0, res.output
-    cli = json.loads(res.output)
+    cli = json.loads(res.stdout)  # stderr has the input-contract line
     assert set(r) == set(cli) and r["top1"] == cli["top1"] and r["n"] == 200
     assert (tmp_path / "api" / "eval.json").is_file()
 

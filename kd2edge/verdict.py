@@ -11,6 +11,7 @@ Rules (the run config's `report` section, both optional):
 from __future__ import annotations
 
 from kd2edge import Kd2EdgeError
+from kd2edge.numbers import number
 
 VERDICT_COLS = ["target", "ship", "threads", "top-1 (%)", "Δ vs teacher (pt)", "p50 (ms)", "p90 (ms)",
                 "speed-up vs PyTorch teacher", "speed-up vs teacher, same export"]
@@ -21,10 +22,11 @@ RULE_KEYS = {"max_latency_ms": "milliseconds of batch-1 p50", "max_drop": "top-1
 def check_rules(rules: dict) -> dict:
     """The `report` section of a run config, each value None or a positive number (one-line error else)."""
     for key, what in RULE_KEYS.items():
-        v = rules.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-            raise Kd2EdgeError(f"report.{key} must be a positive number ({what}) or null, got {v!r}; "
-                               f"e.g. `report: {{{key}: 2}}` in the config or --set report.{key}=2")
+        try:
+            number(f"report.{key}", rules.get(key), low=0, low_open=True, none=True)
+        except Kd2EdgeError as e:
+            raise Kd2EdgeError(f"{e} ({what}, or null); e.g. `report: {{{key}: 2}}` in the config or "
+                               f"--set report.{key}=2") from None
     return rules
 
 

@@ -144,7 +144,7 @@ def test_bad_report_rule_is_one_line_error(tmp_path, bad):
 
     good = tmp_path / "ok.yaml"
     good.write_text("name: x\n")
-    with pytest.raises(Kd2EdgeError, match="report.max_.* must be a positive number"):
+    with pytest.raises(Kd2EdgeError, match=r"report.max_.* must be a number > 0, got .*e.g. `report:"):
         load_config(good, sets=[bad])
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER = "/work/shared/weights/cifar10/resnet56-4bfd9763.th"
+TEACHER = "cifar10-resnet56"  # a known name, found under $KD2EDGE_WEIGHTS (default ./models)
+DATA_DIR = os.environ.get("KD2EDGE_DATA", str(ROOT / "data"))
 METHOD_CFG = {  # shared settings per method; everything else is the same for all
     "ce": {"method": "ce"},
     "kd": {"method": "kd", "T": 4.0, "alpha": 0.9},
@@ -70,11 +72,11 @@ def main():
         for name in a.methods:
             if (name, seed) in done:
                 continue
-            cfg = {"teacher": TEACHER, "teacher_arch": "resnet56", "student": a.student, "epochs": a.epochs,
+            cfg = {"teacher": TEACHER, "teacher_arch": None, "student": a.student, "epochs": a.epochs,
                    "limit_train": a.limit_train, "batch_size": a.batch_size, "lr": 0.1, "schedule": "onecycle",
                    "views_per_image": a.views_per_image, "seed": seed, "latency": False,
                    "threads": a.threads, "val_every": a.val_every,
-                   "out": f"{a.runs_dir}/{name}-s{seed}", "overwrite": True, "data_dir": str(ROOT / "data"),
+                   "out": f"{a.runs_dir}/{name}-s{seed}", "overwrite": True, "data_dir": DATA_DIR,
                    **METHOD_CFG[name]}
             if name == "ce":
                 cfg.pop("teacher"), cfg.pop("teacher_arch")

@@ -26,7 +26,22 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER = "/work/shared/weights/cifar10/resnet56-4bfd9763.th"
+TEACHER = "cifar10-resnet56"  # a known name: found under $KD2EDGE_WEIGHTS (default ./models), as kd2edge does
+DATA_DIR = Path(os.environ.get("KD2EDGE_DATA", ROOT / "data"))
+
+
+def machine() -> dict:
+    """CPU ISA (bf16 / VNNI / AVX2), oneDNN / ATen ISA limits in force, threads and load: recorded with every number."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tb", Path(__file__).with_name("time_budget.py"))
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    from kd2edge.distill.config import bf16_supported
+
+    return {**tb.cpu_isa(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_used_by_amp_auto": bf16_supported(), "threads": torch.get_num_threads(),
+            "loadavg": tb.loadavg()}
 
 
 def tutorial_loop(student_arch, n, batch_size, data_dir, workers=2) -> float:
@@ -53,7 +68,7 @@ def tutorial_loop(student_arch, n, batch_size, data_dir, workers=2) -> float:
     ds = torch.utils.data.Subset(CIFAR10(str(data_dir), train=True, transform=tf), range(n))
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          drop_last=True, persistent_workers=False)
-    teacher, _ = load_model(TEACHER, arch="resnet56")
+    teacher, _ = load_model(TEACHER)
     teacher.eval()
     # the shared teacher was trained with ImageNet stats: re-normalize its input (cheap, done on the batch)
     m10 = torch.tensor((0.4914, 0.4822, 0.4465)).view(1, 3, 1, 1)
@@ -82,11 +97,12 @@ def kd2edge_run(student_arch, n, batch_size, cache_dir, out_dir, cache=True, amp
                 channels_last=True) -> dict:
     from kd2edge.distill import distill
 
-    r = distill({"teacher": TEACHER, "teacher_arch": "resnet56", "student": student_arch, "method": "kd",
+    r = distill({"teacher": TEACHER, "student": student_arch, "method": "kd",
                  "epochs": epochs, "batch_size": batch_size, "limit_train": n, "limit_val": 1000,
                  "cache": cache, "cache_dir": str(cache_dir), "out": str(out_dir), "overwrite": True,
                  "amp": amp, "channels_last": channels_last, "latency": False, "progress": False,
-                 "data_dir": str(ROOT / "data")})
+                 "threads": "auto",  # measured 1-vs-2-thread choice (what a --time-budget run does)
+                 "data_dir": str(DATA_DIR)})
     hist = list(csv_rows(Path(r["run_dir"]) / "history.csv"))
     return {"ips": float(hist[-1]["train_ips"]), "ips_epochs": [float(h["train_ips"]) for h in hist],
             "teacher_seconds": [float(h["teacher_seconds"]) for h in hist]}
@@ -99,20 +115,20 @@ def csv_rows(path):
         yield from csv.DictReader(f)
 
 
-def build_cache(n, cache_dir, views_per_image=8, bf16=False) -> dict:
+def build_cache(n, cache_dir, views_per_image=8, bf16=True) -> dict:
     from kd2edge.data import load_dataset
     from kd2edge.distill.teacher_cache import TeacherCache
     from kd2edge.distill.teacher import load_teacher
 
-    train = load_dataset("cifar10", "train", ROOT / "data")
-    teacher = load_teacher(TEACHER, "resnet56", bf16=bf16)
+    train = load_dataset("cifar10", "train", DATA_DIR)
+    teacher = load_teacher(TEACHER, bf16=bf16)
     t0, c0 = time.perf_counter(), time.process_time()
     cache = TeacherCache(teacher, train.x, "cifar10", views_per_image, root=cache_dir)
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     done = cache.fill(torch.from_numpy(train.x), n)
     sec = time.perf_counter() - t1
-    return {"cpu_seconds": time.process_time() - c0, "load_avg": os.getloadavg(), "images": n, "views_per_image": views_per_image, "teacher_bf16": bf16, "forwards": done,
+    return {"cpu_seconds": time.process_time() - c0, "load_avg": os.getloadavg(), "loadavg_end": open("/proc/loadavg").read().strip(), "images": n, "views_per_image": views_per_image, "teacher_bf16": bf16, "forwards": done,
             "seconds": sec, "forwards_per_s": done / sec, "setup_seconds": setup,
             "cache_bytes_on_disk": sum(os.stat(p).st_blocks * 512 for p in Path(cache.dir).iterdir())}
 
@@ -125,6 +141,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/distill_speed.json"))
     ap.add_argument("--cache-dir", help="reuse a teacher cache built before (its build cost is then not re-measured)")
+    ap.add_argument("--amp", choices=["both", "auto", "false"], default="both",
+                    help="kd2edge rows: bf16 autocast as on this CPU (auto), fp32 only (false: a no-bf16 CPU), or both")
+    ap.add_argument("--teacher-fp32", action="store_true", help="build the cache with the fp32 teacher (the old default)")
+    ap.add_argument("--no-live", action="store_true", help="skip the live-teacher row")
     a = ap.parse_args()
     from kd2edge.files import write_json
 
@@ -132,30 +152,37 @@ def main():
     if a.cache_dir:
         shutil.copytree(a.cache_dir, work / "cache")
     result = {"n": a.n, "student": a.student, "batch_size": a.batch_size, "threads": torch.get_num_threads(),
-              "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
+              "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "machine": machine()}
     t_all = time.perf_counter()
     print("building the teacher cache (one-time cost) ...", flush=True)
-    result["cache_build"] = build_cache(a.n, work / "cache")
+    result["cache_build"] = build_cache(a.n, work / "cache", bf16=not a.teacher_fp32 and machine()["bf16_used_by_amp_auto"])
     print(json.dumps(result["cache_build"]), flush=True)
     if not a.cache_dir:
-        write_json(Path(a.out).with_name("distill_cache_build.json"), result["cache_build"])
+        write_json(Path(a.out).with_name(Path(a.out).stem + "_cache_build.json"), result["cache_build"])
     tut, ours, ours_fp32 = [], [], []
     for r in range(a.rounds):
-        tut.append(tutorial_loop(a.student, a.n, a.batch_size, ROOT / "data"))
+        tut.append(tutorial_loop(a.student, a.n, a.batch_size, DATA_DIR))
         print(f"round {r}: tutorial {tut[-1]:.0f} img/s", flush=True)
-        ours.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run")["ips"])
-        print(f"round {r}: kd2edge cached, bf16 autocast {ours[-1]:.0f} img/s", flush=True)
-        ours_fp32.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", amp=False)["ips"])
-        print(f"round {r}: kd2edge cached, fp32 {ours_fp32[-1]:.0f} img/s", flush=True)
-    live = kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", cache=False, epochs=1)
-    print(f"kd2edge live teacher (no cache): {live['ips']:.0f} img/s", flush=True)
+        if a.amp in ("both", "auto"):
+            ours.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run")["ips"])
+            print(f"round {r}: kd2edge cached, amp auto {ours[-1]:.0f} img/s  load {os.getloadavg()[0]:.2f}", flush=True)
+        if a.amp in ("both", "false"):
+            ours_fp32.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", amp=False)["ips"])
+            print(f"round {r}: kd2edge cached, fp32 {ours_fp32[-1]:.0f} img/s  load {os.getloadavg()[0]:.2f}", flush=True)
+    live = None if a.no_live else kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", cache=False,
+                                              epochs=1)
+    if live:
+        print(f"kd2edge live teacher (no cache): {live['ips']:.0f} img/s", flush=True)
+    med = statistics.median
     result.update({
         "tutorial_ips": tut, "kd2edge_cached_bf16_ips": ours, "kd2edge_cached_fp32_ips": ours_fp32,
-        "kd2edge_live_teacher_ips": live["ips"],
-        "speedup_cached_bf16": statistics.median(ours) / statistics.median(tut),
-        "speedup_cached_fp32": statistics.median(ours_fp32) / statistics.median(tut),
-        "speedup_live": live["ips"] / statistics.median(tut),
-        "load_avg_end": os.getloadavg(), "wall_seconds": time.perf_counter() - t_all})
+        "kd2edge_live_teacher_ips": live and live["ips"],
+        "speedup_cached_bf16": ours and med(ours) / med(tut),
+        "speedup_cached_fp32": ours_fp32 and med(ours_fp32) / med(tut),
+        "speedup_per_round_amp_auto": [o / t for o, t in zip(ours, tut)],
+        "speedup_per_round_fp32": [o / t for o, t in zip(ours_fp32, tut)],
+        "speedup_live": live and live["ips"] / med(tut),
+        "load_avg_end": os.getloadavg(), "machine_end": machine(), "wall_seconds": time.perf_counter() - t_all})
     print(json.dumps(result, indent=2))
     write_json(a.out, result)
     shutil.rmtree(work, ignore_errors=True)

@@ -161,10 +161,14 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
             out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/distill/<student>-<method>-<data>-s<seed>).")] = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
             overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+            time_budget: Annotated[Optional[str], typer.Option(help="Wall-time budget (377, 6m, 1h), start-up included: the run measures this machine, plans its teacher cache and schedule, and stops on time; keys you do not set take the budget recipe.")] = None,
             as_json: AsJson = False):
     """Distill a student from a teacher (or train the hard-label baseline with --method ce)."""
+    import kd2edge.distill.budget
     from kd2edge.distill import distill as run_distill
     from kd2edge.distill.config import apply_sets, load_config_file
+
+    kd2edge.distill.budget.FROM_PROCESS_START = True  # the command's budget counts from the process start
 
     base = apply_sets(load_config_file(config) if config else {}, set_ or [])
     flags = {"teacher": teacher, "teacher_arch": teacher_arch, "teacher_input": teacher_input,
@@ -172,7 +176,8 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
              "method": _value(method), "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "optimizer": _value(optimizer), "schedule": _value(schedule), "dataset": dataset,
              "data_dir": str(data_dir) if data_dir else None, "limit_train": limit_train, "seed": seed,
-             "out": str(out) if out else None, "resume": resume or None, "overwrite": overwrite or None}
+             "out": str(out) if out else None, "resume": resume or None, "overwrite": overwrite or None,
+             "time_budget": time_budget}
     r = run_distill(base, **flags)
     if not r["metrics"]:  # a non-zero rank of a torchrun job: rank 0 reports
         return
@@ -188,6 +193,10 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
     if "probe" in m:
         rows += [["probe top-1 (%)", m["probe"]["probe_top1"]]]
     rows += [["student params", m["student"]["params"]], ["train time (s)", m["train_seconds"]]]
+    if "budget" in m:
+        b = m["budget"]
+        rows += [["time budget (s)", b["budget_s"]], ["wall time (s)", b["wall_s"]], ["epochs", b["epochs"]],
+                 ["cached views per image", b["views_per_image"]]]
     console.print(_table(f"distill -> {r['run_dir']}", ["metric", "value"], rows))
     console.print(f"wrote {r['checkpoint']} and {r['run_dir']}/summary.md")
 

@@ -18,7 +18,7 @@ from kd2edge.files import parse_assignment
 from kd2edge.numbers import number
 
 DEFAULTS = {
-    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": False,
+    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": "auto",
     "teacher_check": True, "teacher_min_top1": None, "teacher_check_images": 500,
     "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
     "method": "kd",
@@ -31,7 +31,12 @@ DEFAULTS = {
     "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True,
     "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
     "latency": True, "val_every": 1,
+    "time_budget": None, "cache_fraction": 0.25, "ema": None,
 }
+# What a budgeted run (time_budget set) uses unless the config or a flag says otherwise (benchmarks/distill.md,
+# "Equal wall time"). Keys the user sets win.
+BUDGET_RECIPE = {"limit_train": None, "batch_size": 256, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.0,
+                 "views_per_image": 8, "threads": "auto", "latency": False, "teacher_bf16": "auto"}
 # Keys that may differ between a run and its resumption.
 RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
                "val_every"}
@@ -45,7 +50,7 @@ NUMBERS = {
     "label_smoothing": {"low": 0, "high": 1, "high_open": True}, "labeled_fraction": {"low": 0, "high": 1},
     "limit_train": {"integer": True, "low": 1, "none": True}, "limit_val": {"integer": True, "low": 1, "none": True},
     "seed": {"integer": True, "low": 0}, "views_per_image": {"integer": True, "low": 1},
-    "pad": {"integer": True, "low": 0}, "threads": {"integer": True, "low": 1, "none": True},
+    "pad": {"integer": True, "low": 0},  # threads: a positive integer or "auto", checked below
 }
 
 
@@ -59,6 +64,16 @@ def check_numbers(cfg: dict) -> None:
         cfg[key] = number(key, cfg[key], **b)
 
 
+def bf16_supported() -> bool:
+    """Native bf16 on this CPU (AVX-512 BF16 / AMX); oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA) is respected."""
+    import torch
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if isa and ("AVX2" in isa or isa in ("SSE41", "AVX", "AVX512_CORE", "AVX512_CORE_VNNI")):
+        return False
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
 def _choice(cfg: dict, key: str, registry) -> None:
     if cfg[key] not in registry:
         raise Kd2EdgeError(f"unknown {key} {cfg[key]!r}; valid: {', '.join(registry)}")
@@ -66,8 +81,13 @@ def _choice(cfg: dict, key: str, registry) -> None:
 
 def resolve_config(config: dict | None = None, **overrides) -> dict:
     """DEFAULTS <- config <- overrides (None values in overrides are ignored); validated."""
+    from kd2edge.distill.budget import parse_time_budget
+
     cfg = dict(DEFAULTS)
-    for src in (config or {}, {k: v for k, v in overrides.items() if v is not None}):
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("time_budget", (config or {}).get("time_budget")) is not None:
+        cfg.update(BUDGET_RECIPE)
+    for src in (config or {}, given):
         unknown = sorted(set(src) - set(DEFAULTS))
         if unknown:
             raise Kd2EdgeError(f"unknown distill config key(s): {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
@@ -92,6 +112,21 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
         raise Kd2EdgeError(f"method {cfg['method']} with labeled_fraction 0 has nothing to learn from; use a KD method")
     if cfg["adapt"] not in (None, "probe"):
         raise Kd2EdgeError(f"unknown adapt {cfg['adapt']!r}; valid: probe")
+    cfg["time_budget"] = parse_time_budget(cfg["time_budget"])
+    if cfg["time_budget"] is not None:
+        if cfg["resume"]:
+            raise Kd2EdgeError("--resume cannot continue a --time-budget run (its schedule follows the clock); "
+                               "start a new run")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise Kd2EdgeError("--time-budget runs on one process; drop torchrun or the budget")
+        if not 0.0 < float(cfg["cache_fraction"]) < 1.0:
+            raise Kd2EdgeError(f"cache_fraction must be in (0, 1), got {cfg['cache_fraction']}")
+    if cfg["threads"] not in (None, "auto") and not (isinstance(cfg["threads"], int) and cfg["threads"] >= 1):
+        raise Kd2EdgeError(f"threads must be a positive integer or auto, got {cfg['threads']!r}")
+    if cfg["teacher_bf16"] == "auto":
+        cfg["teacher_bf16"] = bf16_supported()
+    if cfg["ema"] is not None and not 0.0 < float(cfg["ema"]) < 1.0:
+        raise Kd2EdgeError(f"ema must be a decay in (0, 1) such as 0.999, got {cfg['ema']}")
     if cfg["amp"] not in ("auto", True, False):
         raise Kd2EdgeError(f"amp must be auto, true or false, got {cfg['amp']!r}")
     cfg = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in cfg.items()}

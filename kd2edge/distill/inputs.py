@@ -24,14 +24,16 @@ def setup_device(cfg: dict) -> Env:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
-    if cfg["threads"]:
+    if cfg["threads"] and cfg["threads"] != "auto":
         torch.set_num_threads(int(cfg["threads"]))
     if cfg["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     amp = cfg["amp"]
     if amp == "auto":  # bf16 autocast on CPUs with native bf16 (AVX-512 BF16 / AMX), fp16 AMP on CUDA
-        amp = device == "cuda" or bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+        from kd2edge.distill.config import bf16_supported
+
+        amp = device == "cuda" or bf16_supported()
     return Env(device, world, rank, bool(amp))
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from kd2edge import Kd2EdgeError
 from kd2edge.batches import Normalizer, apply_views, iterate, num_views
-from kd2edge.distill.schedules import lr_multiplier, value_at
+from kd2edge.distill.schedules import LR_SCHEDULES, lr_multiplier, value_at
 from kd2edge.metrics import topk_accuracy
 
 
@@ -62,6 +62,13 @@ def epoch_generators(seed: int, epoch: int):
             torch.Generator().manual_seed(seed * 1_000_003 + 2 * epoch + 1))
 
 
+def make_ema(model, decay: float):
+    """Exponential moving average of the weights and BN buffers (torch.optim.swa_utils)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+
+
 def autocast(device: str, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -78,16 +85,20 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
 
 
 def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer, method, source, optimizer,
-                data: TrainSet, progress=None) -> dict:
+                data: TrainSet, progress=None, clock=None, tuner=None, ema=None) -> dict:
     """One epoch. `student` may be DDP-wrapped; `source` gives teacher logits (TeacherCache, LiveTeacher or
-    None for ce); `progress(n)` is called after each batch of n local images."""
+    None for ce); `progress(n)` is called after each batch of n local images. A time-budgeted run passes its
+    `clock` (kd2edge.distill.budget.Clock): the LR, T and alpha then follow the elapsed fraction of the training
+    time and the epoch ends early when the time is up. `tuner` (ThreadTuner) gets every step's wall time;
+    `ema` (make_ema) is updated after every step."""
     n, bs, device = len(data.y), local_batch(cfg, env), env.device
     steps = steps_per_epoch(n, bs, env.world)
     order_gen, view_gen = epoch_generators(cfg["seed"], epoch)
     num_slots = source.p if source is not None else num_views(cfg["pad"], cfg["flip"])
     slots = torch.randint(0, num_slots, (n,), generator=view_gen)
-    T = value_at(cfg["T"], epoch, cfg["epochs"])
-    alpha = value_at(cfg["alpha"], epoch, cfg["epochs"])
+    progress0 = clock.progress() if clock is not None else None
+    T = value_at(cfg["T"], epoch, cfg["epochs"], progress0)
+    alpha = value_at(cfg["alpha"], epoch, cfg["epochs"], progress0)
     total_steps = cfg["epochs"] * steps
     student.train()
     method.train()
@@ -95,8 +106,15 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
     t0 = time.perf_counter()
     drop_last = n // env.world >= bs
     for step, idx in enumerate(iterate(n, bs, True, order_gen, drop_last, env.rank, env.world)):
+        if clock is not None:
+            if clock.training_done():
+                break
+            mult = LR_SCHEDULES[cfg["schedule"]](clock.progress())
+        else:
+            mult = lr_multiplier(cfg["schedule"], epoch * steps + step, total_steps)
+        ts = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = cfg["lr"] * lr_multiplier(cfg["schedule"], epoch * steps + step, total_steps)
+            group["lr"] = cfg["lr"] * mult
         slot = slots[idx]
         views = source.views(idx, slot) if source is not None else slot
         xb = apply_views(data.x[idx], views, cfg["pad"]) if cfg["augment"] else data.x[idx]
@@ -124,12 +142,20 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(student)
         b = len(idx)
         count += b
         sums["loss"] += float(loss.detach()) * b
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v) * b
         correct += int((s_logits.detach().argmax(1) == yb).sum())
+        if tuner is not None or clock is not None:
+            dt = time.perf_counter() - ts
+            if tuner is not None:
+                tuner.step_time(dt)
+            if clock is not None:
+                clock.observe(b, dt)
         if progress:
             progress(b)
     source is not None and source.flush()
@@ -137,21 +163,25 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
     out = {"epoch": epoch + 1, "T": T, "alpha": alpha, "lr_end": optimizer.param_groups[0]["lr"],
            "train_images": count * env.world, "train_seconds": elapsed,
            "train_ips": count * env.world / elapsed if elapsed else 0.0,
-           "teacher_seconds": teacher_s, "train_top1": 100.0 * correct / max(count, 1)}
+           "teacher_seconds": teacher_s, "train_top1": 100.0 * correct / max(count, 1),
+           "threads": torch.get_num_threads()}
     out.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
     return out
 
 
 @torch.no_grad()
 def predict_logits(model, normalizer: Normalizer, x: torch.Tensor, device: str = "cpu",
-                   batch_size: int = 1000) -> torch.Tensor:
+                   batch_size: int = 1000, amp: bool = False) -> torch.Tensor:
+    """Logits in eval mode; `amp` runs the forward under bf16 autocast (CPU) / fp16 (CUDA)."""
     model.eval()
-    outs = [model(normalizer(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+    with autocast(device, amp):
+        outs = [model(normalizer(x[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(outs)
 
 
-def validate(student, normalizer, x_val: torch.Tensor, y_val: torch.Tensor, device: str = "cpu") -> tuple[dict, np.ndarray]:
-    logits = predict_logits(student, normalizer, x_val, device)
+def validate(student, normalizer, x_val: torch.Tensor, y_val: torch.Tensor, device: str = "cpu",
+             amp: bool = False) -> tuple[dict, np.ndarray]:
+    logits = predict_logits(student, normalizer, x_val, device, amp=amp)
     loss = float(F.cross_entropy(logits, y_val))
     top1 = topk_accuracy(logits.numpy(), y_val.numpy())
     return {"val_loss": loss, "val_top1": top1}, logits.numpy()

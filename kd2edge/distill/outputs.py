@@ -12,12 +12,20 @@ from kd2edge.files import write_json, write_text
 from kd2edge.locations import location
 
 
-def teacher_eval_logits(teacher, x_val: np.ndarray, cfg: dict) -> np.ndarray:
-    """The teacher's logits on the validation images, cached by teacher and image checksum."""
+def teacher_eval_path(teacher, x_val: np.ndarray, cfg: dict) -> Path:
     from kd2edge.distill.teacher_cache import dataset_fingerprint
 
-    path = Path(cfg["cache_dir"] or location("cache")) / "teacher_eval" / \
+    return Path(cfg["cache_dir"] or location("cache")) / "teacher_eval" / \
         f"{teacher.cache_id}-{dataset_fingerprint(x_val)[:16]}.npy"
+
+
+def teacher_eval_cached(teacher, x_val: np.ndarray, cfg: dict) -> bool:
+    return bool(cfg["cache"]) and teacher_eval_path(teacher, x_val, cfg).exists()
+
+
+def teacher_eval_logits(teacher, x_val: np.ndarray, cfg: dict) -> np.ndarray:
+    """The teacher's logits on the validation images, cached by teacher and image checksum."""
+    path = teacher_eval_path(teacher, x_val, cfg)
     if cfg["cache"] and path.exists():
         return np.load(path)
     x = torch.from_numpy(x_val)
@@ -48,7 +56,7 @@ def history_csv(history: list[dict]) -> str:
 
 
 def write_outputs(folder: Path, cfg, student, train, val, history, best, val_logits, teacher, t_val, probe,
-                  source, stats: dict, init: dict | None = None) -> dict:
+                  source, stats: dict, init: dict | None = None, budget: dict | None = None) -> dict:
     from kd2edge.checkpoint import preprocessing, save_checkpoint
     from kd2edge.metrics import agreement, classification_report
     from kd2edge.plots import confusion_png, curves_png
@@ -61,13 +69,17 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
                "student": {"arch": cfg["student"], **_cost(student, cfg["latency"])},
                "train_seconds": float(sum(h["train_seconds"] for h in history)),
                "train_ips_last_epoch": history[-1]["train_ips"]}
+    if budget is not None:
+        metrics["budget"] = {**budget, "epochs": len(history),
+                             "train_images": int(sum(h["train_images"] for h in history))}
     tinfo = None
-    if teacher is not None:
+    if teacher is not None and t_val is not None:
         treport = classification_report(t_val, val.y)
         metrics["teacher"] = {"top1": treport["top1"], "top5": treport["top5"], "macro_f1": treport["macro_f1"],
                               "agreement_with_student": agreement(t_val, val_logits)}
         if hasattr(teacher, "model"):
             metrics["teacher"].update(_cost(teacher.model, cfg["latency"] and not hasattr(teacher.model, "code")))
+    if teacher is not None:
         tinfo = {"path": teacher.info["path"], "sha256": teacher.sha256, "arch": teacher.info.get("arch"),
                  "num_classes": int(teacher.info.get("num_classes") or teacher.num_classes),
                  "source": teacher.source, "input": teacher.contract, "input_why": teacher.contract_line,

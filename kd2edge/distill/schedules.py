@@ -64,9 +64,11 @@ def check_value_schedule(spec, name: str, **bounds):
     return spec
 
 
-def value_at(spec, epoch: int, epochs: int) -> float:
+def value_at(spec, epoch: int, epochs: int, progress: float | None = None) -> float:
+    """The value at `epoch` of `epochs`, or at a given `progress` in [0, 1] (time-budgeted runs)."""
     spec = check_value_schedule(spec, "schedule")
-    progress = epoch / (epochs - 1) if epochs > 1 else 0.0
+    if progress is None:
+        progress = epoch / (epochs - 1) if epochs > 1 else 0.0
     return VALUE_SCHEDULES[spec["kind"]](spec, progress, epoch)
 
 

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kd2edge import Kd2EdgeError, require
@@ -58,27 +59,56 @@ def check_same_config(path: Path, cfg: dict, free, what: str) -> None:
 
 
 def train(cfg: dict) -> dict:
-    """Train from a resolved config into `<out>.partial/`, then write the outputs and rename it to `<out>`."""
-    from kd2edge.distill.outputs import teacher_eval_logits, write_outputs
+    """Train from a resolved config into `<out>.partial/`, then write the outputs and rename it to `<out>`.
+    torch's thread count (which `threads` and the ThreadTuner change) is restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: dict) -> dict:
+    from kd2edge.distill import budget
+    from kd2edge.distill.loop import make_ema
+    from kd2edge.distill.outputs import teacher_eval_cached, teacher_eval_logits, write_outputs
+    from kd2edge.distill.teacher_cache import TeacherCache
     from kd2edge.progress import progress_bars
 
+    clock = budget.Clock(cfg["time_budget"]) if cfg["time_budget"] else None
     env = setup_device(cfg)
     rank0 = env.rank == 0
     log = (lambda m: print(m, flush=True)) if rank0 and cfg["progress"] else (lambda m: None)
     out = Path(cfg["out"])
     partial = out.with_name(out.name + ".partial")
+    phases = {"start": clock.elapsed()} if clock else {}
     train_ds, val, x_full, x_np, y_np, lab_np = load_data(cfg)
+    phases.update({"data": clock.elapsed()} if clock else {})
     teacher, probe, source = None, None, None
     if METHODS[cfg["method"]].needs_teacher:
         teacher, probe = build_teacher(cfg, train_ds, x_np, y_np, lab_np, val, log,
                                        say=(lambda m: print(m, file=sys.stderr, flush=True)) if rank0 else None)
-        source = teacher_source(cfg, teacher, env, x_full, train_ds.name)
+    phases.update({"teacher": clock.elapsed()} if clock else {})
     student, stats, init = make_student(cfg, train_ds.num_classes, train_ds.name, env.device)
     method = METHODS[cfg["method"]].from_config(cfg, student, teacher, env.device).to(env.device)
     normalizer = Normalizer(stats["mean"], stats["std"], channels_last=True).to(env.device)
+    plan = None
+    if clock is not None:  # measure this machine now; size the cache and the reserve to the budget
+        plan = budget.plan_budget(cfg, clock, teacher, student, method, normalizer, x_np, len(y_np), len(val.y),
+                                  env, train_ds.num_classes, log)
+        plan["phases"] = {**phases, "planned": clock.elapsed()}
+        cfg = {**cfg, "views_per_image": plan["views_per_image"] or cfg["views_per_image"]}
+    if teacher is not None:
+        source = teacher_source(cfg, teacher, env, x_full, train_ds.name)
+    tuner = None
+    if cfg["threads"] == "auto" and env.device == "cpu" and env.world == 1:
+        tuner = budget.ThreadTuner(os.cpu_count())
+    if clock is not None and isinstance(source, TeacherCache):
+        build_budgeted_cache(cfg, source, x_full, len(y_np), plan, tuner, log)
     model = torch.nn.parallel.DistributedDataParallel(student) if env.world > 1 else student
     optimizer = make_optimizer(list(student.parameters()) + list(method.parameters()), cfg)
     data = TrainSet(torch.from_numpy(x_np), torch.from_numpy(y_np), torch.from_numpy(lab_np))
+    ema = make_ema(student, cfg["ema"]) if cfg["ema"] else None
     history, start, best = [], 0, None
     state = load_state(partial / "state.pt", cfg) if cfg["resume"] else None
     if state is not None:
@@ -93,35 +123,100 @@ def train(cfg: dict) -> dict:
         partial.mkdir(parents=True)
     x_val, y_val = torch.from_numpy(val.x), torch.from_numpy(val.y)
     images_per_epoch = steps_per_epoch(len(data.y), local_batch(cfg, env), env.world) * local_batch(cfg, env) * env.world
+    if clock is not None:
+        plan["train_slice_s"] = clock.begin_training(plan["reserve_s"], plan["student_train_ips_probe"])
+        plan["threads_at_training_start"] = torch.get_num_threads()
+        log(f"training for {plan['train_slice_s']:.0f}s")
+    epoch = start
     with progress_bars(rank0 and cfg["progress"]) as bars:
-        for epoch in range(start, cfg["epochs"]):
-            task = bars.task(f"epoch {epoch + 1}/{cfg['epochs']}", images_per_epoch, unit="img")
+        while (epoch < cfg["epochs"]) if clock is None else not clock.training_done():
+            task = bars.task(f"epoch {epoch + 1}" + (f"/{cfg['epochs']}" if clock is None else ""), images_per_epoch,
+                             unit="img")
             row = train_epoch(epoch, cfg, env, model, normalizer, method, source, optimizer, data,
-                              lambda b: task.advance(b * env.world))
+                              lambda b: task.advance(b * env.world), clock=clock, tuner=tuner, ema=ema)
             task.done()
-            if (epoch + 1) % cfg["val_every"] == 0 or epoch + 1 == cfg["epochs"]:
+            last = epoch + 1 == cfg["epochs"]
+            if clock is None and ((epoch + 1) % cfg["val_every"] == 0 or last):
                 row.update(validate(student, normalizer, x_val, y_val, env.device)[0])
             if source is not None:
                 row.update({"cache_hits": source.hits, "cache_misses": source.misses})
             history.append(row)
             if "val_top1" in row and (best is None or row["val_top1"] > best["val_top1"]):
                 best = dict(row)
-            if rank0:
+            if rank0 and clock is None:  # a budgeted run cannot be resumed: no state to save
                 save_state(partial / "state.pt", {"student": student.state_dict(), "method": method.state_dict(),
                                                   "optimizer": optimizer.state_dict(), "history": history,
                                                   "epoch": epoch + 1, "best": best, "config": cfg})
+            if rank0:
                 shown = f" val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
                 log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}{shown} ({row['train_ips']:.0f} img/s)")
+            epoch += 1
     if env.world > 1:
         torch.distributed.barrier()
     if not rank0:
         return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": {}}
-    _, val_logits = validate(student, normalizer, x_val, y_val, env.device)
-    t_val = teacher_eval_logits(teacher, val.x, cfg) if teacher is not None else None
+    if ema is not None:  # the averaged weights (and BN statistics) become the student
+        student.load_state_dict(ema.module.state_dict())
+    if clock is not None:
+        plan["phases"]["trained"] = clock.elapsed()
+        plan["reserve_s_final"] = clock.deadline - clock.train_end
+        plan["thread_probes"] = tuner.history[-20:] if tuner is not None else []
+    # a budgeted run evaluates in its training precision (bf16 autocast: ~2.5x faster than fp32 on CPU)
+    val_row, val_logits = validate(student, normalizer, x_val, y_val, env.device, env.amp and clock is not None)
+    if clock is not None:
+        plan["phases"]["evaluated"] = clock.elapsed()
+        plan["eval_precision"] = "bf16" if env.amp else "fp32"
+        history[-1].update(val_row)
+        best = dict(history[-1])
+        cfg = {**cfg, "epochs": len(history)}
+    t_val = None
+    if teacher is not None:  # a budgeted run measures the teacher only when cached or when time is left
+        if clock is None or teacher_eval_cached(teacher, val.x, cfg) or \
+                clock.remaining() > 1.5 * len(val.y) / plan["teacher_forwards_per_s_probe"] + 4.0:
+            t_val = teacher_eval_logits(teacher, val.x, cfg)
     metrics = write_outputs(partial, cfg, student.cpu(), train_ds, val, history, best, val_logits, teacher, t_val,
-                            probe, source, stats, init)
+                            probe, source, stats, init, plan)
     finish_run_dir(partial, out)
+    if clock is not None:
+        from kd2edge.files import write_json
+
+        metrics["budget"]["wall_s"] = metrics["budget"]["phases"]["written"] = clock.elapsed()
+        write_json(out / "budget.json", metrics["budget"])
+        log("time budget phases (s since start): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                 metrics["budget"]["phases"].items()))
     return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": metrics}
+
+
+def build_budgeted_cache(cfg: dict, source, x_full, n: int, plan: dict, tuner, log) -> None:
+    """Fill the planned teacher views up front, timed, feeding the ThreadTuner. A kd run that overruns its plan
+    (the machine slowed down) stops the build and trains the images left without teacher logits on labels."""
+    import time
+
+    from kd2edge.progress import progress_bars
+
+    t0 = time.perf_counter()
+    todo = int((np.asarray(source.filled[:n]) == 0).sum())
+    limit = t0 + 1.25 * min(plan["cache_build_s_planned"], plan["cache_time_cap_s"])
+    cut = (lambda: time.perf_counter() > limit) if cfg["method"] == "kd" else None
+    with progress_bars(cfg["progress"]) as bars:
+        task, last = bars.task("teacher cache", todo, unit="fwd"), [time.perf_counter()]
+
+        def step(k):  # one batch of teacher forwards done: progress + thread tuning
+            task.advance(k)
+            now = time.perf_counter()
+            if tuner is not None and k == 500:
+                tuner.step_time(now - last[0])
+            last[0] = now
+
+        done = source.fill(torch.from_numpy(x_full), n, progress=step, stop=cut)
+        task.done()
+    source.cache_only = cfg["method"] == "kd"
+    plan.update({"cache_build_s": time.perf_counter() - t0, "cache_forwards": done,
+                 "cache_filled_fraction": source.filled_fraction(n)})
+    log(f"teacher cache: {done} forwards in {plan['cache_build_s']:.1f}s "
+        f"({100 * plan['cache_filled_fraction']:.0f}% of the planned views)")
+    if tuner is not None:
+        tuner.reset()
 
 
 def finish_run_dir(partial: Path, out: Path) -> None:

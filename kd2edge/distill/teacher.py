@@ -4,6 +4,8 @@ Sources (`load_teacher(spec, arch)`):
 - a known name (`cifar10-resnet56`, see kd2edge.pretrained), a native kd2edge checkpoint, or a foreign state
   dict with `arch` -> `TorchTeacher` (logits, features through forward hooks, penultimate features);
 - a TorchScript file -> `TorchTeacher` (logits; features only if the named submodule exists);
+- a list of teachers, "a,b,c" or a named ensemble (`cifar10-ensemble` = resnet20/32/44/56) -> `EnsembleTeacher`
+  (the mean of the members' logits; its cache_spec holds every member's);
 - an `.onnx` file run with onnxruntime -> `OnnxTeacher` (logits only).
 
 Every teacher is fed as its input contract says (kd2edge.input_contract, docs/TEACHERS.md): `--teacher-input`
@@ -71,6 +73,8 @@ class TorchTeacher(Teacher):
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        if not hasattr(self.model, "code"):  # channels-last convolutions (TorchScript modules keep their layout)
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.info, self.bf16, self.head = info, bf16, None
         self.contract, self.contract_line = contract, contract_line
         self.num_classes = info["num_classes"]
@@ -134,6 +138,57 @@ class OnnxTeacher(Teacher):
                            "need a PyTorch teacher (checkpoint or TorchScript)")
 
 
+class EnsembleTeacher(Teacher):
+    """The mean of several teachers' logits (a stronger teacher at no training cost). Members may be any
+    teacher source; they must agree on the number of classes. Its cache_spec holds every member's in order,
+    so changing any member changes the cache key."""
+
+    def __init__(self, members: list):
+        if len(members) < 2:
+            raise Kd2EdgeError("an ensemble teacher needs at least two members")
+        classes = {int(m.num_classes) for m in members}
+        if len(classes) != 1:
+            raise Kd2EdgeError(f"ensemble members disagree on the number of classes: {sorted(classes)}")
+        self.members, self.head, self.source = members, None, "ensemble"
+        self.num_classes = classes.pop()
+        self.bf16 = any(getattr(m, "bf16", False) for m in members)
+        self.sha256 = hashlib.sha256("+".join(m.sha256 for m in members).encode()).hexdigest()
+        self.contract = members[0].contract
+        self.contract_line = f"ensemble of {len(members)}: " + "; ".join(m.contract_line for m in members)
+        self.info = {"path": "ensemble(" + ", ".join(str(m.info["path"]) for m in members) + ")",
+                     "sha256": self.sha256, "arch": "ensemble", "source": "ensemble", "num_classes": self.num_classes,
+                     "members": [{"path": str(m.info["path"]), "sha256": m.sha256, "arch": m.info.get("arch")}
+                                 for m in members]}
+
+    @property
+    def cache_spec(self) -> dict:
+        return {"ensemble": [m.cache_spec for m in self.members]}
+
+    @torch.no_grad()
+    def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.logits(x_uint8).float() for m in self.members]).mean(0)
+
+    def penultimate(self, x_uint8):
+        raise Kd2EdgeError("an ensemble teacher gives logits only; cross-dataset adaptation and feature methods "
+                           "need a single PyTorch teacher")
+
+
+# Named ensembles: name -> members (known teacher names)
+ENSEMBLES = {"cifar10-ensemble": ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet56"]}
+
+
+def ensemble_members(spec) -> list | None:
+    """The member specs when `spec` names an ensemble: a list, "a,b,c" or a name in ENSEMBLES; else None."""
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    text = str(spec)
+    if text in ENSEMBLES:
+        return list(ENSEMBLES[text])
+    if "," in text:
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return None
+
+
 def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, contract=None):
     """A frozen teacher from a name, checkpoint, TorchScript file or ONNX file, fed as `contract` says
     (a preset name, key=value string or dict; None: what the file records, else a stated guess)."""
@@ -141,6 +196,14 @@ def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, contrac
     from kd2edge.evaluate import model_contract
     from kd2edge.pretrained import PRETRAINED, resolve_checkpoint
 
+    members = ensemble_members(spec)
+    if members is not None:  # members' archs: known names or native checkpoints (a shared `arch` applies to all)
+        def one(m):  # a member: a spec string, or {"teacher": spec, "arch": arch[, "input": contract]}
+            if isinstance(m, dict):
+                return load_teacher(m["teacher"], m.get("arch"), bf16, m.get("input", contract))
+            return load_teacher(m, arch if m not in PRETRAINED else None, bf16, contract)
+
+        return EnsembleTeacher([one(m) for m in members])
     if str(spec) not in PRETRAINED and str(spec).endswith(".onnx"):
         return OnnxTeacher(resolve_checkpoint(spec), contract)
     model, info = load_model(spec, arch)

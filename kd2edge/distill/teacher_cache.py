@@ -78,6 +78,7 @@ class TeacherCache:
         self.dir = Path(root or location("cache")) / "teacher_logits" / self.key
         self.pool = view_pool(self.n, self.p, pad, flip)
         self.hits = self.misses = 0
+        self.cache_only = False  # True: a miss gives NaN logits (the loss then uses the label) instead of a forward
         self._open()
 
     def _damage(self) -> str | None:
@@ -132,6 +133,12 @@ class TeacherCache:
         """Teacher logits (float32, fp16-rounded) for images `idx` seen in pool slots `slot`."""
         i, s = idx.numpy(), slot.numpy()
         miss = np.flatnonzero(self.filled[i, s] == 0)
+        if len(miss) and self.cache_only:
+            self.misses += len(miss)
+            self.hits += len(i) - len(miss)
+            out = torch.from_numpy(self.store[i, s].astype(np.float32))
+            out[torch.from_numpy(miss)] = float("nan")
+            return out
         if len(miss):
             # at least MIN_BATCH images per pass (repeats of the misses): at batch 1 the CPU kernels round
             # differently (0.2% of fp16 logits off by one step, benchmarks/cache_numerics.py), so a cold and a
@@ -147,11 +154,17 @@ class TeacherCache:
         self.hits += len(i) - len(miss)
         return torch.from_numpy(self.store[i, s].astype(np.float32))
 
-    def fill(self, x_full: torch.Tensor, n: int | None = None, batch_size: int = 500, progress=None) -> int:
-        """Compute every missing (image, slot) for the first n images; returns how many were computed."""
+    def fill(self, x_full: torch.Tensor, n: int | None = None, batch_size: int = 500, progress=None,
+             stop=None) -> int:
+        """Compute every missing (image, slot) for the first n images, slot by slot (every image's first view,
+        then every image's second, ...); returns how many were computed. `stop()` returning True ends it early."""
         n = min(n or self.n, self.n)
         todo = np.argwhere(self.filled[:n] == 0)
+        todo = todo[np.lexsort((todo[:, 0], todo[:, 1]))]  # slot-major
         for b in range(0, len(todo), batch_size):
+            if stop is not None and stop():
+                self.flush()
+                return b
             i, s = (torch.from_numpy(todo[b:b + batch_size, c]) for c in (0, 1))
             self.logits(i, s, apply_views(x_full[i], self.views(i, s), self.pad))
             if progress:

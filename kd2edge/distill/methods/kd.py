@@ -9,6 +9,15 @@ from torch import nn
 from kd2edge.distill.methods.ce import masked_ce
 
 
+def teacher_rows(t: torch.Tensor):
+    """Rows with teacher logits: a budgeted run whose cache build was cut short marks the rest with NaN.
+    Returns (mask or None when all rows have them, fraction with them)."""
+    has = torch.isfinite(t).all(1)
+    if bool(has.all()):
+        return None, 1.0
+    return has, float(has.float().mean())
+
+
 def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (z - z.mean(1, keepdim=True)) / (z.std(1, keepdim=True) + eps)
 
@@ -38,5 +47,14 @@ class KD(nn.Module):
 
     def forward(self, s, t, labels, labeled, T, alpha, feats=None):
         ce = masked_ce(s, labels, labeled, self.label_smoothing)
-        kd = self.distill_term(s.float(), t.float(), labels, T)
+        has, frac = teacher_rows(t)
+        if has is None:
+            kd = self.distill_term(s.float(), t.float(), labels, T)
+        else:  # rows without teacher logits learn from their labels only: weight 1 on their CE, 1 - alpha on others
+            kd = self.distill_term(s[has].float(), t[has].float(), labels[has], T) * frac if frac else s.sum() * 0
+            ce_rows = F.cross_entropy(s, labels, label_smoothing=self.label_smoothing, reduction="none")
+            if labeled is not None:
+                ce_rows = ce_rows * labeled
+            loss = (torch.where(has, 1 - alpha, 1.0) * ce_rows).mean() + alpha * kd
+            return loss, {"ce": ce.detach(), "kd": kd.detach()}
         return (1 - alpha) * ce + alpha * kd, {"ce": ce.detach(), "kd": kd.detach()}

@@ -1,0 +1,161 @@
+"""`distill --time-budget`: parsing, planning from measured speeds, stopping on time, the too-small error.
+Real runs on small subsets of real CIFAR-10 with a shared teacher and budgets of a few seconds."""
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kd2edge import Kd2EdgeError, cli
+from kd2edge.distill import distill
+from kd2edge.distill.budget import Clock, ThreadTuner, parse_time_budget
+from kd2edge.distill.config import resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SLACK = 2.5  # seconds past the budget a run may take (process exit and file system noise)
+
+
+def small(tmp_path, teacher, **kw):
+    return {"teacher": str(teacher), "teacher_arch": "resnet20", "student": "resnet8",
+            "student_kwargs": {"width": 8}, "limit_train": 1024, "limit_val": 500, "batch_size": 128,
+            "progress": False, "out": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"),
+            "data_dir": str(ROOT / "data"), **kw}
+
+
+def test_parse_time_budget_forms():
+    assert parse_time_budget(377) == 377.0
+    assert parse_time_budget("377") == parse_time_budget("377s") == 377.0
+    assert parse_time_budget("6m") == parse_time_budget("6min") == 360.0
+    assert parse_time_budget("1h") == 3600.0 and parse_time_budget("1h30m") == 5400.0
+    assert parse_time_budget(None) is None
+    for bad in ("", "abc", "5 parsecs", "-3", "0", "6m x"):
+        with pytest.raises(Kd2EdgeError, match="time budget"):
+            parse_time_budget(bad)
+
+
+def test_budget_takes_the_recipe_unless_the_user_sets_a_key():
+    cfg = resolve_config({"teacher": "t", "student": "resnet8", "time_budget": "6m"})
+    assert cfg["time_budget"] == 360.0 and cfg["limit_train"] is None and cfg["threads"] == "auto"
+    cfg = resolve_config({"teacher": "t", "time_budget": 60, "batch_size": 64}, lr=0.05)
+    assert cfg["batch_size"] == 64 and cfg["lr"] == 0.05
+    with pytest.raises(Kd2EdgeError, match="resume"):
+        resolve_config({"teacher": "t", "time_budget": 60, "resume": True})
+
+
+def test_clock_progress_and_reserve():
+    c = Clock(10.0, start=time.time())
+    span = c.begin_training(reserve=9.8)
+    assert 0 < span <= 0.2 and 0.0 <= c.progress() < 1.0 and not c.training_done()
+    time.sleep(span + 0.05)
+    assert c.progress() == 1.0 and c.training_done()
+
+
+def test_thread_tuner_keeps_the_faster_setting(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tuner = ThreadTuner(2, period=1000.0, probe_steps=2)
+
+        def steps(cost, n=12):
+            tuner.next_probe = 0.0  # a probe is due now; the next one not for 1000 s
+            for _ in range(n):
+                tuner.step_time(cost[torch.get_num_threads()])
+            return torch.get_num_threads()
+
+        assert steps({1: 0.01, 2: 0.05}) == 1  # one thread 5x faster (a loaded machine): switch to it
+        assert steps({1: 0.01, 2: 0.05}) == 1  # probing two again does not stick
+        assert steps({1: 0.05, 2: 0.01}) == 2  # the machine became idle: back to two
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_budget_run_plans_and_stops_on_time(tmp_path, cifar10_dir, teacher_path):
+    budget = 22.0
+    t0 = time.time()
+    r = distill(small(tmp_path, teacher_path("resnet20"), time_budget=budget, ema=0.9))
+    wall = time.time() - t0
+    assert wall <= budget + SLACK, wall
+    b = r["metrics"]["budget"]
+    assert b["epochs"] >= 2 and b["views_per_image"] >= 1 and b["cache_forwards"] == 1024 * b["views_per_image"]
+    assert b["phases"]["written"] <= budget + SLACK
+    hist = (Path(r["run_dir"]) / "history.csv").read_text().splitlines()
+    header = hist[0].split(",")
+    last = dict(zip(header, hist[-1].split(",")))
+    # the one-cycle LR followed the clock to its end: the last step ran at a small fraction of the peak LR
+    # (not exactly 0: a step takes ~1 s of the ~8 s slice on a loaded machine)
+    assert float(last["lr_end"]) < 0.3 * 0.2
+    assert r["metrics"]["last"]["top1"] > 13  # above chance (10%) after a few seconds of training, even under load
+    saved = json.loads((Path(r["run_dir"]) / "budget.json").read_text())
+    assert saved["budget_s"] == budget
+    # a warm cache: the second run builds nothing
+    r2 = distill(small(tmp_path, teacher_path("resnet20"), time_budget=budget, overwrite=True,
+                       views_per_image=b["views_per_image"], cache_fraction=0.9))
+    assert r2["metrics"]["budget"]["cache_forwards"] == 0
+
+
+def test_too_small_budget_is_one_line_naming_the_smallest_that_works(tmp_path, cifar10_dir, teacher_path,
+                                                                      monkeypatch, capsys):
+    with pytest.raises(Kd2EdgeError, match=r"smallest budget that works is about \d+s") as e:
+        distill(small(tmp_path, teacher_path("resnet20"), time_budget=0.5))
+    need = int(re.search(r"about (\d+)s", str(e.value)).group(1))
+    assert need > 1
+    monkeypatch.setattr(sys, "argv", ["kd2edge", "distill", "--teacher", str(teacher_path("resnet20")),
+                                      "--teacher-arch", "resnet20", "--student", "resnet8", "--time-budget", "1", "--data-dir",
+                                      str(ROOT / "data"), "--out", str(tmp_path / "cli")])
+    import kd2edge.distill.budget
+
+    monkeypatch.setattr(kd2edge.distill.budget, "FROM_PROCESS_START", False)  # the CLI sets it; restored afterwards
+    with pytest.raises(SystemExit) as code:
+        cli.main()
+    kd2edge.distill.budget.FROM_PROCESS_START = False  # library calls below count from the call
+    out = capsys.readouterr()
+    text = (out.out + out.err).strip()
+    assert code.value.code == 1
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "smallest budget that works" in lines[0], text
+    # the suggested budget does work (on the small subset)
+    r = distill(small(tmp_path, teacher_path("resnet20"), time_budget=need * 1.5, out=str(tmp_path / "ok")))
+    assert r["metrics"]["budget"]["epochs"] >= 1
+
+
+def test_kd_rows_without_teacher_logits_learn_from_labels():
+    import torch
+    import torch.nn.functional as F
+
+    from kd2edge.distill.methods.kd import KD, kd_term
+
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    t[4:] = float("nan")  # a budgeted run's cache build was cut before these images
+    loss, _ = KD()(s, t, y, None, 4.0, 0.9)
+    ce = F.cross_entropy(s, y, reduction="none")
+    by_hand = (0.1 * ce[:4].sum() + ce[4:].sum()) / 6 + 0.9 * kd_term(s[:4], t[:4], 4.0) * 4 / 6
+    assert torch.allclose(loss, by_hand, atol=1e-5)
+    full, _ = KD()(s[:4], t[:4], y[:4], None, 4.0, 0.9)  # all rows with logits: the usual KD loss
+    assert torch.allclose(full, 0.1 * ce[:4].mean() + 0.9 * kd_term(s[:4], t[:4], 4.0), atol=1e-5)
+    none, _ = KD()(s[4:], t[4:], y[4:], None, 4.0, 0.9)  # no row with logits: plain CE
+    assert torch.allclose(none, ce[4:].mean(), atol=1e-5)
+
+
+def test_cache_fill_can_stop_early_and_cache_only_marks_misses(tmp_path, cifar10_test, teacher_path):
+    import numpy as np
+    import torch
+
+    from kd2edge.batches import apply_views
+    from kd2edge.distill.teacher_cache import TeacherCache
+    from kd2edge.distill.teacher import load_teacher
+
+    x = cifar10_test.x[:300]
+    cache = TeacherCache(load_teacher(str(teacher_path("resnet20")), "resnet20"), x, "cifar10", 2, root=tmp_path)
+    calls = []
+    done = cache.fill(torch.from_numpy(x), batch_size=100, stop=lambda: calls.append(1) or len(calls) > 4)
+    assert done == 400  # 4 batches of 100, slot-major: every image's first view, then 100 second views
+    assert np.asarray(cache.filled[:, 0]).all() and np.asarray(cache.filled[:, 1]).sum() == 100
+    cache.cache_only = True
+    idx, slot = torch.tensor([0, 150, 250]), torch.tensor([1, 1, 0])
+    out = cache.logits(idx, slot, apply_views(torch.from_numpy(x[idx.numpy()]), cache.views(idx, slot)))
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all() and torch.isfinite(out[2]).all()

@@ -108,6 +108,9 @@ class Clock:
         span = max(1e-9, self.train_end - self.train_start)
         return min(1.0, max(0.0, (time.time() + getattr(self, "step_s", 0.0) - self.train_start) / span))
 
+    def training_left(self) -> float:
+        return self.train_end - time.time()
+
     def training_done(self) -> bool:
         """True when the next step (at the recent step time) would end past the training slice."""
         return time.time() + self.step_s >= self.train_end
@@ -146,9 +149,13 @@ class ThreadTuner:
         t = self.times[n][-self.probe_steps:]
         return sorted(t)[len(t) // 2] if t else float("inf")
 
-    def step_time(self, seconds: float):
-        """Call after every training step with its wall seconds; may change torch's thread count."""
+    def step_time(self, seconds: float, allow_probe: bool = True):
+        """Call after every training step with its wall seconds; may change torch's thread count. A run near
+        its deadline passes allow_probe=False: a probe step at the other setting can take seconds under load."""
         if len(self.options) < 2:
+            return
+        if not allow_probe and self.probing is None:
+            self.times.setdefault(self.torch.get_num_threads(), []).append(seconds)
             return
         if self.skip:
             self.skip -= 1
@@ -220,6 +227,14 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
     """Measure the teacher's and the student's speed here, reserve the end, and size the cache to the budget."""
     from kd2edge.distill.loop import predict_logits
     from kd2edge.distill.methods import METHODS
+
+    try:  # the plots' import (seconds on a loaded machine) happens now, in the measured start-up
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        pass
 
     x = torch.from_numpy(x_np[:max(cfg["batch_size"], 256)])
     bs = min(cfg["batch_size"], n_train)

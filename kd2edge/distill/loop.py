@@ -153,7 +153,7 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         if tuner is not None or clock is not None:
             dt = time.perf_counter() - ts
             if tuner is not None:
-                tuner.step_time(dt)
+                tuner.step_time(dt, clock is None or clock.training_left() > max(15.0, 20 * dt))
             if clock is not None:
                 clock.observe(b, dt)
         if progress:

@@ -18,7 +18,7 @@ from kd2edge.files import parse_assignment
 from kd2edge.numbers import number
 
 DEFAULTS = {
-    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": "auto",
+    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": False,
     "teacher_check": True, "teacher_min_top1": None, "teacher_check_images": 500,
     "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
     "method": "kd",

@@ -50,7 +50,8 @@ def test_drift_on_known_arrays():
     assert d["max_logit_diff"] == pytest.approx(1.5) and d["mean_logit_diff"] == pytest.approx(3.0 / 16)
     assert d["teacher_top1"] == 100.0 and d["agree_teacher"] == 50.0 and d["delta_teacher"] == -50.0
     assert d["sqnr_db"] == pytest.approx(10 * np.log10(4 * 4.0 / (1.5 ** 2 * 2)))
-    assert set(drift(art, y)) == {"n_eval", "top1"}  # no references, no drift fields
+    assert set(drift(art, y)) == {"n_eval", "top1", "tied_top1"}  # no references, no drift fields
+    assert d["tied_top1"] == 0 and drift(np.zeros((4, 4)), y)["tied_top1"] == 4  # every row a tie
 
 
 def _session(dtype, run=lambda x: x, **kw):

@@ -215,7 +215,7 @@ CASES = [  # (id, args(c), needles of the last line, exit code); c: tmp, out, da
     ("epochs-0", lambda c: [*D, "--epochs", "0"], ["epochs must be an integer >= 1"], 1),
     ("batch-size-0", lambda c: [*D, "--batch-size", "0"], ["batch_size must be an integer >= 1"], 1),
     ("momentum-1.5", lambda c: [*D, "--set", "momentum=1.5"], ["momentum", "[0, 1)"], 1),
-    ("threads-0", lambda c: [*D, "--set", "threads=0"], ["threads must be an integer >= 1"], 1),
+    ("threads-0", lambda c: [*D, "--set", "threads=0"], ["threads must be a positive integer or auto", "got 0"], 1),
     ("limit-val-0", lambda c: [*D, "--set", "limit_val=0"], ["limit_val"], 1),
     ("dkd-beta-neg", lambda c: [*D, "--method", "dkd", "--teacher", c["t20"], "--set", "beta=-1"], ["beta", ">= 0"], 1),
     ("labeled-0-ce", lambda c: [*D, "--set", "labeled_fraction=0"], ["nothing to learn"], 1),

@@ -110,9 +110,24 @@ else
   $SUDO mv "$MARKER.tmp" "$MARKER"
   log "root file system ready"
 fi
-# /proc only: with the host's /sys visible, onnxruntime's cpuinfo reads the x86 topology and the import segfaults
-# under qemu-user (without it, cpuinfo prints harmless warnings, kept in the logs).
+# qemu-user shows the host's x86 /proc/cpuinfo and /sys: onnxruntime's cpuinfo then segfaults (with /sys) or
+# warns (older onnxruntime aborts) without it. So the root sees what the emulated board shows: a /proc/cpuinfo of
+# four cores of QEMU_CPU (features = that core's, as on a Raspberry Pi) and /sys/devices/system/cpu/{possible,...}.
 $SUDO mount -t proc proc "$ARM_ROOT/proc"
+case $QEMU_CPU_IN in  # "variant part revision features" of the Pi 5 / Pi 4 cores
+  cortex-a76) core="0x4 0xd0b 1 fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+  cortex-a72) core="0x0 0xd08 3 fp asimd evtstrm crc32 cpuid" ;;
+  *) die "ARM64_QEMU_CPU=$QEMU_CPU_IN: use cortex-a76 (Pi 5) or cortex-a72 (Pi 4)" ;;
+esac
+read -r variant part rev features <<<"$core"
+for i in 0 1 2 3; do
+  printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\nCPU part\t: %s\nCPU revision\t: %s\n\n' \
+    "$i" "$features" "$variant" "$part" "$rev"
+done >"$WORK/cpuinfo"
+mkdir -p "$WORK/sys/devices/system/cpu"
+for f in possible present online; do echo 0-3 >"$WORK/sys/devices/system/cpu/$f"; done
+$SUDO mount --bind "$WORK/cpuinfo" "$ARM_ROOT/proc/cpuinfo"
+$SUDO mount --bind -o ro "$WORK/sys" "$ARM_ROOT/sys"
 [ -c "$ARM_ROOT/dev/null" ] && [ -c "$ARM_ROOT/dev/urandom" ] || $SUDO mount --bind /dev "$ARM_ROOT/dev"
 
 # pip inside must reach the same registry: DNS, the pip configuration files, PIP_* and proxy variables, the files
@@ -173,7 +188,7 @@ EOF
 log "arm64 venv: $(cat "$IN/versions.txt"); torch absent"
 in_root /bin/bash -euo pipefail -c "cd /root/kd2edge-check && venv/bin/kd2edge bench exports/$(basename "$ONNX") \
   exports/$(basename "$TFL") ${BENCH_ARGS[*]} --out /root/kd2edge-check/results >bench-arm64.json 2>bench-arm64.log" \
-  || { grep -v cpuinfo "$IN/bench-arm64.log" | tail -20; die "kd2edge bench failed inside the arm64 root"; }
+  || { tail -20 "$IN/bench-arm64.log"; die "kd2edge bench failed inside the arm64 root"; }
 cp "$IN/bench-arm64.json" "$IN/bench-arm64.log" "$IN/versions.txt" "$IN/freeze.txt" "$IN/pip.log" "$WORK/"
 log "arm64 bench done"
 

@@ -56,21 +56,24 @@ unmount_all() {
   done
 }
 cleanup() {
+  [ -n "${export_pid:-}" ] && kill "$export_pid" 2>/dev/null
   unmount_all
   [ -n "${IN:-}" ] && $SUDO rm -rf --one-file-system "$IN"
   if [ "${ARM64_KEEP:-0}" = 1 ]; then echo "arm64 check: kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
-# ---- 1. host artifacts (torch + converters), in the background while the arm64 side gets ready ----------------
-# Built from a copy of the checkout's files (tracked + untracked, not ignored): no stale build/ leaks into the wheel.
+# ---- 1. the wheel, then the host artifacts (torch + converters) in the background while the arm64 side gets ready
+# The wheel is built from a copy of the checkout's files (tracked + untracked, not ignored): no stale build/ leaks in.
 mkdir -p "$WORK/src" "$WORK/wheel"
 git -C "$REPO" ls-files -z -co --exclude-standard | (cd "$REPO" && xargs -0 tar cf - --no-recursion 2>/dev/null) \
   | tar xf - -C "$WORK/src"
-( KD2EDGE_DATA="$REPO/data" host_kd2edge export "$STUDENT" --arch resnet20 --teacher cifar10-resnet56 \
-    -t onnx -t tflite --precision int8 --eval-images "$N" --out "$WORK/exports" --json >"$WORK/export.json" \
-  && "$MAIN_PY" -m pip wheel -q --no-deps -w "$WORK/wheel" "$WORK/src" ) >"$WORK/export.log" 2>&1 &
-export_pid=$!
+"$MAIN_PY" -m pip wheel -q --no-deps -w "$WORK/wheel" "$WORK/src" >"$WORK/wheel.log" 2>&1 \
+  || { tail -20 "$WORK/wheel.log"; die "pip wheel of the checkout failed"; }
+WHEEL=$(ls "$WORK"/wheel/kd2edge-*.whl)
+KD2EDGE_DATA="$REPO/data" PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$MAIN_PY" -m kd2edge export "$STUDENT" \
+  --arch resnet20 --teacher cifar10-resnet56 -t onnx -t tflite --precision int8 --eval-images "$N" --out "$WORK/exports" --json >"$WORK/export.json" 2>"$WORK/export.log" &
+export_pid=$!  # the python process itself: cleanup stops it if this script fails first
 
 # ---- 2. Debian packages, binfmt_misc + qemu-aarch64 -----------------------------------------------------------
 missing=()
@@ -155,27 +158,14 @@ in_root() { $SUDO chroot "$ARM_ROOT" /usr/bin/env -i "${ENV_IN[@]}" "$@"; }
 [ "$(in_root uname -m)" = aarch64 ] || die "the root does not run as aarch64"
 log "chroot runs aarch64 (emulated core: $QEMU_CPU_IN)"
 
-# ---- 4. wait for the host artifacts; the host bench ---------------------------------------------------------------
-wait "$export_pid" || { tail -30 "$WORK/export.log"; die "host export or wheel build failed"; }
-ONNX=$(ls -d "$WORK"/exports/*-onnx-int8) && TFL=$(ls -d "$WORK"/exports/*-tflite-int8) || die "no int8 artifacts"
-WHEEL=$(ls "$WORK"/wheel/kd2edge-*.whl)
-log "host exported $(basename "$ONNX") + $(basename "$TFL") ($N images) and built $(basename "$WHEEL")"
-BENCH_ARGS=(--threads 1 --runs 20 --warmup 2 --json)
-(cd "$WORK" && host_kd2edge bench exports/"$(basename "$ONNX")" exports/"$(basename "$TFL")" "${BENCH_ARGS[@]}" \
-   --out "$WORK/host-results" >"$WORK/bench-host.json" 2>"$WORK/bench-host.log") \
-  || { tail -20 "$WORK/bench-host.log"; die "host bench failed"; }
-"$MAIN_PY" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("numpy", "onnxruntime", "ai-edge-litert")))' \
-  >"$WORK/host-versions.txt"
-
-# ---- 5. inside the arm64 root: a venv with only kd2edge[device], torch absent, kd2edge bench -----------------------
+# ---- 4. inside the arm64 root: a venv with only kd2edge[device] (while the host exports), torch absent -------------
 $SUDO rm -rf --one-file-system "$IN" && $SUDO mkdir -p "$IN/exports"
-$SUDO cp -r "$ONNX" "$TFL" "$IN/exports/"
 $SUDO cp "$WHEEL" "$IN/"
 log "arm64: python3 -m venv + pip install $(basename "$WHEEL")[device] (emulated, slow)"
 in_root /bin/bash -euo pipefail -c '
 cd /root/kd2edge-check
 python3 -m venv venv
-venv/bin/pip install -q --disable-pip-version-check "$(ls kd2edge-*.whl)[device]" >pip.log 2>&1 || { tail -30 pip.log; exit 1; }
+venv/bin/pip install -q --disable-pip-version-check "$(ls kd2edge-*.whl)[device]" >pip.log 2>&1
 venv/bin/pip list --format=freeze >freeze.txt
 if venv/bin/python -c "import torch" 2>/dev/null; then echo "torch imports in the device venv" >&2; exit 1; fi
 venv/bin/python - <<EOF >versions.txt
@@ -184,13 +174,26 @@ assert not any(importlib.util.find_spec(x) for x in ("torch", "torchvision", "li
 pk = ("numpy", "onnxruntime", "ai-edge-litert")
 print(platform.machine(), "Python", platform.python_version(), "glibc", platform.libc_ver()[1], *(f"{p} {m.version(p)}" for p in pk))
 EOF
-' || { cat "$IN/pip.log" 2>/dev/null | tail -20; die "device venv inside the arm64 root failed"; }
+' || { tail -20 "$IN/pip.log" 2>/dev/null; die "device venv inside the arm64 root failed"; }
 log "arm64 venv: $(cat "$IN/versions.txt"); torch absent"
+
+# ---- 5. the host artifacts, benched on the host and inside the root ----------------------------------------------
+wait "$export_pid" || { export_pid=; tail -30 "$WORK/export.log"; die "host export failed"; }
+export_pid=
+ONNX=$(ls -d "$WORK"/exports/*-onnx-int8) && TFL=$(ls -d "$WORK"/exports/*-tflite-int8) || die "no int8 artifacts"
+log "host exported $(basename "$ONNX") + $(basename "$TFL") ($N images)"
+BENCH_ARGS=(--threads 1 --runs 20 --warmup 2 --json)
+(cd "$WORK" && host_kd2edge bench exports/"$(basename "$ONNX")" exports/"$(basename "$TFL")" "${BENCH_ARGS[@]}" \
+   --out "$WORK/host-results" >"$WORK/bench-host.json" 2>"$WORK/bench-host.log") \
+  || { tail -20 "$WORK/bench-host.log"; die "host bench failed"; }
+"$MAIN_PY" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in ("numpy", "onnxruntime", "ai-edge-litert")))' \
+  >"$WORK/host-versions.txt"
+$SUDO cp -r "$ONNX" "$TFL" "$IN/exports/"
 in_root /bin/bash -euo pipefail -c "cd /root/kd2edge-check && venv/bin/kd2edge bench exports/$(basename "$ONNX") \
   exports/$(basename "$TFL") ${BENCH_ARGS[*]} --out /root/kd2edge-check/results >bench-arm64.json 2>bench-arm64.log" \
   || { tail -20 "$IN/bench-arm64.log"; die "kd2edge bench failed inside the arm64 root"; }
 cp "$IN/bench-arm64.json" "$IN/bench-arm64.log" "$IN/versions.txt" "$IN/freeze.txt" "$IN/pip.log" "$WORK/"
-log "arm64 bench done"
+log "arm64 bench done (emulated: latency not meaningful)"
 
 # ---- 6. the same numbers on both --------------------------------------------------------------------------------
 "$MAIN_PY" - "$WORK" "$((SECONDS - start))" "$MAX_FLIPS" "$QEMU_CPU_IN" <<'EOF'

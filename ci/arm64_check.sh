@@ -10,7 +10,8 @@
 # Latency under emulation means nothing: it is never printed as a figure and the emulated bench writes its rows
 # into a throw-away folder, never into benchmarks/results.
 #
-# Usage: bash ci/arm64_check.sh   (after setup.sh; MAIN_PY=other/.venv/bin/python to use another venv; runs as root, else through sudo; exits non-zero on failure)
+# Usage: bash ci/arm64_check.sh   (after setup.sh; as root, else through sudo; exits non-zero on any failure)
+#   MAIN_PY             the host venv with torch + converters (default .venv/bin/python of this checkout)
 #   KD2EDGE_ARM64_ROOT  the cached root file system (default ~/.cache/kd2edge/arm64-bookworm); reused while its
 #                       marker file exists, rebuilt with debootstrap when missing or incomplete
 #   ARM64_EVAL_IMAGES   test images in eval.npz (default 1000)

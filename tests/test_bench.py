@@ -19,7 +19,7 @@ from kd2edge.bench.fingerprint import fingerprint, parse_cpuinfo
 from kd2edge.bench.reports import CSV_COLUMNS, csv_text, table_rows
 from kd2edge.bench.stage import drift
 from kd2edge.metrics import latency_stats
-from kd2edge.runtimes import RUNTIMES, Session, load_session
+from kd2edge.runtimes import RUNTIMES, Session, load_session, older, version_tuple
 from kd2edge.timing import time_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +203,75 @@ def test_runtime_not_installed_names_the_package(bench_artifacts, tmp_path, kind
     r = subprocess.run([sys.executable, "-c", code, "bench", str(bench_artifacts[kind]), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and named in r.stdout and "Traceback" not in r.stderr
+
+
+def test_version_compare():
+    assert version_tuple("1.18.1") == (1, 18, 1) and version_tuple("2.3.0rc1") == (2, 3, 0) and version_tuple("x") == ()
+    assert older("1.17.3", "1.18") and older("1.4.0", "99.0") and older("2.13.0", "2.14")
+    assert not older("1.18", "1.18.0") and not older("1.18.0+cu118", "1.18") and not older("1.31.1", "1.18")
+
+
+def test_min_runtime_of_exported_files(bench_artifacts, tmp_path, monkeypatch):
+    """The exporter's tables on real files: known IR/opset and ops -> the documented minimums; past the tables ->
+    the runtime that verified the file (known to load it)."""
+    import onnx
+    import onnxruntime
+    from importlib.metadata import version
+
+    from kd2edge.export import onnx as onnx_target, tflite as tflite_target
+
+    model = bench_artifacts["onnx-int8"] / "model.onnx"
+    proto = onnx.load(str(model))
+    assert proto.ir_version == 10 and onnx_target.min_runtime(model) == {"onnxruntime": "1.18"}
+    proto.ir_version = 11  # as onnx 1.18 writes
+    onnx.save_model(proto, str(tmp_path / "ir11.onnx"))
+    assert onnx_target.min_runtime(tmp_path / "ir11.onnx") == {"onnxruntime": onnxruntime.__version__}
+    tfl = bench_artifacts["tflite-int8"] / "model.tflite"
+    ops = tflite_target.model_ops(tfl)
+    assert {"CONV_2D", "FULLY_CONNECTED", "QUANTIZE"} <= set(ops) and all(v >= 1 for v in ops.values())
+    assert tflite_target.min_runtime(tfl) == {"ai-edge-litert": "1.4.0", "tflite-runtime": "2.13.0"}
+    monkeypatch.setitem(tflite_target.KNOWN_OPS, "CONV_2D", ops["CONV_2D"] - 1)  # a newer op version than known
+    assert tflite_target.min_runtime(tfl) == {"ai-edge-litert": version("ai-edge-litert")}
+
+
+def _installed(kind):
+    """(package, version) the bench would run `kind` artifacts with here."""
+    if kind.startswith("onnx"):
+        import onnxruntime
+
+        return "onnxruntime", onnxruntime.__version__
+    from importlib.metadata import version
+
+    return "ai-edge-litert", version("ai-edge-litert")
+
+
+@pytest.mark.parametrize("kind, package", [("onnx-int8", "onnxruntime"), ("tflite-int8", "ai-edge-litert")])
+def test_runtime_older_than_min_runtime_is_one_error_line(bench_artifacts, tmp_path, kind, package):
+    """meta.json's min_runtime (not covered by the sha256 record, which holds the model file and eval.npz) edited
+    to a future version: the real CLI ends in one error line with the fix, before measuring anything."""
+    src = Path(bench_artifacts[kind])
+    meta = json.loads((src / "meta.json").read_text())
+    assert package in meta["min_runtime"] and not older(_installed(kind)[1], meta["min_runtime"][package])
+    art = tmp_path / "needs-future"
+    shutil.copytree(src, art)
+    (art / "meta.json").write_text(json.dumps({**meta, "min_runtime": {**meta["min_runtime"], package: "99.0"}}))
+    out = tmp_path / "res"
+    r = _cli("bench", art, bench_artifacts["onnx"], "--runs", 2, "--warmup", 0, "--out", out, env={"COLUMNS": "300"})
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert lines == [f"error: {meta['name']} needs {package} >= 99.0 (meta.json min_runtime), this device has "
+                     f"{package} {_installed(kind)[1]}; fix: pip install '{package}>=99.0'"], r.stdout
+    assert not out.exists()  # refused before any measurement
+    with pytest.raises(Kd2EdgeError, match=r"needs .* >= 99\.0"):  # export verification's path too
+        load_session(meta["runtime"], art / meta["model_file"], meta=json.loads((art / "meta.json").read_text()))
+    old = tmp_path / "written-before-min-runtime"  # no key: loads as before
+    shutil.copytree(src, old)
+    (old / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "min_runtime"}))
+    (row,) = bench([old], threads=1, runs=3, warmup=0, write=False, progress=False)
+    assert row["status"] == "ok" and row["n_eval"] == 100
+    (art / "meta.json").write_text(json.dumps({**meta, "min_runtime": "1.18"}))
+    with pytest.raises(Kd2EdgeError, match="min_runtime must map packages to versions"):
+        bench([art], threads=1, runs=3, warmup=0, write=False, progress=False)
 
 
 def test_eval_bundle_that_does_not_fit(bench_artifacts, tmp_path):

@@ -19,7 +19,10 @@ from kd2edge.export.targets import ALL, TARGETS, get_target  # noqa: E402
 N_EVAL, N_CALIB = 200, 32
 CONTRACT_KEYS = {"format", "format_version", "name", "target", "runtime", "model_file", "precision", "input",
                  "output", "quantization", "classes", "preprocessing", "source", "teacher", "parity",
-                 "tool_versions", "command", "created"}
+                 "tool_versions", "command", "created", "min_runtime"}
+# the oldest runtime each artifact kind loads on (docs/phones.md, "Runtime versions each artifact kind needs")
+MIN_RUNTIME = {"onnx": {"onnxruntime": "1.18"}, "tflite": {"ai-edge-litert": "1.4.0", "tflite-runtime": "2.13.0"},
+               "coreml": {"macOS": "14.0", "iOS": "17.0"}}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +101,7 @@ def test_export_reload_parity(exported, target):
     assert meta["input"]["range"] == [0, 255] and meta["output"]["shape"] == [None, 10]
     assert meta["source"]["arch"] == "resnet8" and len(meta["source"]["sha256"]) == 64
     assert meta["parity"]["check"] == ("runtime" if target != "coreml" or sys.platform == "darwin" else "numpy-mil")
+    assert meta["min_runtime"] == MIN_RUNTIME[target]
     bundle = np.load(folder / "eval.npz")
     assert bundle["x"].dtype == np.uint8 and bundle["x"].shape == (N_EVAL, 32, 32, 3)
     assert bundle["y"].dtype == np.int64 and list(bundle["classes"])[:2] == ["airplane", "automobile"]
@@ -123,6 +127,7 @@ def test_int8_variants(exported, target):
         assert row["size"] < rows[(target, "fp32")]["size"] * 0.6, "int8 weights should shrink the file"
         meta = json.loads((out / f"r8-{target}-{precision}" / "meta.json").read_text())
         assert meta["quantization"]["calibration"] == {"images": N_CALIB, "source": "cifar10 train"}
+        assert meta["min_runtime"] == MIN_RUNTIME[target]
         # This fitted-head resnet8 has small logit margins, so int8 flips more predictions than a trained
         # net (benchmarks/export.md: resnet20 int8 >= 99 % agreement); a broken quantizer gives ~10-30 %.
         assert meta["parity"]["agreement"] >= 75 and meta["parity"]["sqnr_db"] > 10

@@ -232,7 +232,7 @@ def bench(artifacts, threads=None, batch: int = 1, runs: int | None = None, seco
     unavailable = {}  # runtime packages that cannot exist here (32-bit Arm, CoreML off macOS): skipped rows
     for art in loaded:
         try:
-            check_available(art["meta"]["runtime"])  # a package that is merely not installed: its error, now
+            check_available(art["meta"]["runtime"], art["meta"])  # not installed, or older than min_runtime: now
         except RuntimeUnavailable as e:
             unavailable[art["name"]] = e
     if len(unavailable) == len(loaded):

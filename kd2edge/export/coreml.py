@@ -23,6 +23,9 @@ LAYOUT = "NHWC"
 PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
 INT8 = ("w8", "w8a8")
 MIN_DEPLOYMENT = "iOS17"
+# The OS releases of a Core ML deployment target (Core ML ships with the OS): meta.json `min_runtime`.
+DEPLOYMENT_OS = {"iOS16": {"macOS": "13.0", "iOS": "16.0"}, "iOS17": {"macOS": "14.0", "iOS": "17.0"},
+                 "iOS18": {"macOS": "15.0", "iOS": "18.0"}}
 # coremltools 9.0 builds a silently wrong W8A8 model with this pass when a reshape sits between two
 # quantize nodes of different scales (see TOOLCHAIN.md): never run it.
 UNSAFE_PASSES = ("common::int_op_canonicalization",)
@@ -72,6 +75,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib) -> di
             "quantization": {"scheme": schemes[precision], "input": None, "output": None}
             if precision in schemes else None,
             "compute_precision": "float16" if precision == "fp16" else "float32",
+            "min_runtime": dict(DEPLOYMENT_OS[MIN_DEPLOYMENT]),
             "tool_versions": {"coremltools": ct.__version__, "minimum_deployment_target": MIN_DEPLOYMENT}}
 
 

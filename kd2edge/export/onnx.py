@@ -20,6 +20,24 @@ LAYOUT = "NHWC"
 PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
 OPSET = 18
+# The oldest onnxruntime that implements each (highest ONNX IR version, highest default-domain opset), from ONNX
+# Runtime's published table (onnxruntime.ai/docs/reference/compatibility.html, "ONNX opset support"; it ends at
+# 1.20, which adds nothing past 1.18). Our files are IR 10 / opset 18 -> 1.18: onnxruntime 1.18.1 loads them and
+# 1.17.3 refuses them ("Unsupported model IR version: 10, max supported IR version: 9"), docs/phones.md.
+ORT_SUPPORTS = {"1.10": (8, 15), "1.11": (8, 16), "1.12": (8, 17), "1.14": (8, 18), "1.15": (8, 19),
+                "1.16": (9, 19), "1.17": (9, 20), "1.18": (10, 21)}
+
+
+def min_runtime(path) -> dict:
+    """meta.json `min_runtime` of a saved model: the first onnxruntime in ORT_SUPPORTS that covers its IR version
+    and opset; past the table, the onnxruntime that verifies it here (known to load it)."""
+    onnx = require("onnx", "export")
+    import onnxruntime
+
+    proto = onnx.load(str(path), load_external_data=False)
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    fits = [v for v, (ir, ops) in ORT_SUPPORTS.items() if proto.ir_version <= ir and opset <= ops]
+    return {"onnxruntime": fits[0] if fits else onnxruntime.__version__}
 
 
 def _export_fp32(model, preprocessing, path: Path, calib) -> None:
@@ -124,7 +142,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
     return {"input": {"name": "pixels", "shape": [None, h, w, c], "layout": LAYOUT, "dtype": "float32",
                       "range": [0, 255]},
             "output": {"name": "logits", "shape": [None, None], "dtype": "float32"},
-            "quantization": quantization,
+            "quantization": quantization, "min_runtime": min_runtime(path),
             "tool_versions": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                               "onnxsim": onnxsim.__version__, "opset": OPSET}}
 

@@ -235,6 +235,7 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "target": target,
         "runtime": mod.RUNTIME, "model_file": mod.MODEL_FILE, "precision": precision,
         "input": spec["input"], "output": spec["output"], "quantization": spec["quantization"],
+        "min_runtime": spec.get("min_runtime"),
         "classes": source.classes, "preprocessing": source.preprocessing,
         "source": {"checkpoint": str(info["path"]), "sha256": info["sha256"], "arch": info["arch"],
                    "num_classes": k, "dataset": source.dataset},

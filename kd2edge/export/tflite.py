@@ -24,6 +24,15 @@ PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
 
 
+# The builtin ops (at their highest version) our fp32 and int8 ResNet exports emit. TF Lite added each of these op
+# versions by release 2.0 (tensorflow/lite/tools/versioning/runtime_version.cc; the converter's own
+# `min_runtime_version` metadata in our files says 2.0.0), and ai-edge-litert 1.4.0 and tflite-runtime 2.13.0 /
+# 2.14.0 run our int8 files (docs/phones.md): a model with these ops only gets MIN_RUNTIME, any other op the
+# ai-edge-litert that verifies it here.
+KNOWN_OPS = {"ADD": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "DEQUANTIZE": 2, "FULLY_CONNECTED": 5, "MEAN": 1,
+             "PAD": 2, "QUANTIZE": 1, "STRIDED_SLICE": 1, "TRANSPOSE": 2}
+MIN_RUNTIME = {"ai-edge-litert": "1.4.0", "tflite-runtime": "2.13.0"}
+
 CALIB_OBSERVERS = ("histogram", "minmax")  # activation observers (benchmarks/calibration.py)
 
 
@@ -108,9 +117,30 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
     return {"input": {"name": session.input_name, "shape": [session.fixed_batch, h, w, c],
                       "layout": LAYOUT, "dtype": session.input_dtype.name, "range": [0, 255]},
             "output": {"name": session.output_name, "shape": [None, None], "dtype": session.output_dtype.name},
-            "quantization": quantization,
+            "quantization": quantization, "min_runtime": min_runtime(path),
             "tool_versions": {"litert_torch": getattr(litert_torch, "__version__", _version("litert-torch")),
                               "ai_edge_litert": _version("ai-edge-litert"), "torchao": _version("torchao")}}
+
+
+def model_ops(path) -> dict:
+    """{builtin op name: highest version} of a .tflite file's operator codes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
+    ops = {}
+    for code in model.operatorCodes or []:
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"op {code.builtinCode}")
+        ops[name] = max(ops.get(name, 0), code.version)
+    return ops
+
+
+def min_runtime(path) -> dict:
+    """meta.json `min_runtime`: MIN_RUNTIME when every op is in KNOWN_OPS at most at its version, else the
+    ai-edge-litert that verifies the model here."""
+    if all(v <= KNOWN_OPS.get(op, 0) for op, v in model_ops(path).items()):
+        return dict(MIN_RUNTIME)
+    return {"ai-edge-litert": _version("ai-edge-litert")}
 
 
 def _from_qat(qat):

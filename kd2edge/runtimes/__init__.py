@@ -13,13 +13,15 @@ dequantization) are the one place artifact I/O is converted; `run` is the bare r
 | litert       | kd2edge.runtimes.litert      | ai-edge-litert, else tflite-runtime   |
 | coreml       | kd2edge.runtimes.coreml      | coremltools (prediction on macOS only) |
 
-A runtime module has one function, `load(path, threads) -> Session`.
+A runtime module has one function, `load(path, threads) -> Session`, and optionally `available()` (raise the
+not-installed error now) and `installed() -> (package, version) | None` (what `min_runtime` is checked against).
 """
 from __future__ import annotations
 
 import importlib
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -119,13 +121,53 @@ class Session:
         return np.concatenate(outs)
 
 
-def check_available(runtime: str) -> None:
+def check_available(runtime: str, meta: dict | None = None) -> None:
     """Raise the runtime's one-line error now when its package cannot be imported (a module's optional
-    `available()`), so a bench fails before any measurement rather than halfway."""
+    `available()`) or, with an artifact's `meta`, is older than its `min_runtime`, so a bench fails before any
+    measurement rather than halfway."""
     if runtime in RUNTIMES:
         check = getattr(importlib.import_module(RUNTIMES[runtime]), "available", None)
         if check:
             check()
+        check_min_runtime(runtime, meta)
+
+
+OS_PACKAGES = ("macOS", "iOS")  # min_runtime keys that are operating systems, not pip packages
+
+
+def version_tuple(version) -> tuple:
+    """'1.18.1' -> (1, 18, 1); the leading dotted numbers only ('2.3.0rc1' and '1.18.0+cu118' -> 3 numbers);
+    () when there are none."""
+    m = re.match(r"\d+(\.\d+)*", str(version).strip())
+    return tuple(int(x) for x in m.group().split(".")) if m else ()
+
+
+def older(version, than) -> bool:
+    """Whether `version` is older than `than` (missing parts count as 0: '1.18' == '1.18.0')."""
+    a, b = version_tuple(version), version_tuple(than)
+    n = max(len(a), len(b))
+    return a + (0,) * (n - len(a)) < b + (0,) * (n - len(b))
+
+
+def check_min_runtime(runtime: str, meta: dict | None, name: str | None = None) -> None:
+    """One-line error when this device's package for `runtime` (its module's `installed()`) is older than the
+    artifact's meta.json `min_runtime` ({package: oldest version that loads it}). Folders written before the key
+    existed, and packages it does not name, are not checked."""
+    needed = (meta or {}).get("min_runtime")
+    if not needed or runtime not in RUNTIMES:
+        return
+    name = name or meta.get("name") or "artifact"
+    if not isinstance(needed, dict) or not all(version_tuple(v) for v in needed.values()):
+        raise Kd2EdgeError(f"{name}: meta.json min_runtime must map packages to versions (e.g. "
+                           f'{{"onnxruntime": "1.18"}}), got {needed!r}; re-export the folder')
+    installed = getattr(importlib.import_module(RUNTIMES[runtime]), "installed", lambda: None)()
+    if not installed or installed[0] not in needed or not older(installed[1], needed[installed[0]]):
+        return
+    package, version = installed
+    want = str(needed[package])
+    fix = f"update {package} to {want} or later" if package in OS_PACKAGES else f"pip install '{package}>={want}'"
+    raise Kd2EdgeError(f"{name} needs {package} >= {want} (meta.json min_runtime), this device has {package} "
+                       f"{version}; fix: {fix}")
 
 
 def default_threads(threads: int | None) -> int:
@@ -134,9 +176,12 @@ def default_threads(threads: int | None) -> int:
 
 def load_session(runtime: str, path, threads: int | None = None, meta: dict | None = None) -> Session:
     """The model file at `path` loaded by `runtime`. With `meta` (an artifact's meta.json, or the same keys
-    from the exporter): its input layout and int8 parameters, checked against the model's own."""
+    from the exporter): its `min_runtime` checked first, then its input layout and int8 parameters, checked
+    against the model's own."""
     if runtime not in RUNTIMES:
         raise Kd2EdgeError(f"unknown runtime {runtime!r} in the artifact metadata; valid: {', '.join(RUNTIMES)}")
+    if meta:
+        check_min_runtime(runtime, meta, meta.get("name") or str(path))
     session = importlib.import_module(RUNTIMES[runtime]).load(path, threads)
     if meta:
         session.name = meta.get("name") or str(path)

@@ -11,6 +11,12 @@ from kd2edge.runtimes import RuntimeUnavailable, Session
 DTYPES = {65568: np.float32, 65552: np.float16, 131104: np.int32}  # ArrayFeatureType values
 
 
+def installed() -> tuple[str, str] | None:  # runtimes.check_min_runtime: Core ML comes with the OS
+    import platform
+
+    return ("macOS", platform.mac_ver()[0]) if sys.platform == "darwin" else None
+
+
 def load(path, threads: int | None = None) -> Session:
     if sys.platform != "darwin":
         raise RuntimeUnavailable(f"CoreML artifacts run only on macOS (Core ML prediction is not available on "

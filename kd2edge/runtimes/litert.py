@@ -34,6 +34,10 @@ def available() -> None:  # runtimes.check_available
     interpreter_class()
 
 
+def installed() -> tuple[str, str]:  # runtimes.check_min_runtime: the package that would run the model
+    return tuple(interpreter_class()[1:3])
+
+
 def _quant(details: dict):
     scale, zero_point = details.get("quantization", (0.0, 0))
     return (float(scale), int(zero_point)) if scale else None

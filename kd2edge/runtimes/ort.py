@@ -21,6 +21,10 @@ def _ort():
 available = _ort  # runtimes.check_available
 
 
+def installed() -> tuple[str, str]:  # runtimes.check_min_runtime (onnxruntime-gpu etc. import as onnxruntime too)
+    return "onnxruntime", _ort().__version__
+
+
 def _session(ort, path, threads: int, profile_prefix: str | None = None):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -252,9 +252,18 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
     t_fwd = 0.0
     need_teacher = teacher is not None and cfg["cache"] and not METHODS[cfg["method"]].needs_features
     if teacher is not None:
-        teacher.logits(x[:32])  # warm-up
-        t = probe_seconds(teacher.logits, x[:256])
-        plan["teacher_forwards_per_s_probe"] = t_fwd = 256 / t
+        # the cache build runs at whichever thread count the ThreadTuner finds faster: plan with the faster
+        threads = sorted({1, torch.get_num_threads(), os.cpu_count() or 1}) if cfg["threads"] == "auto" else [None]
+        rates = {}
+        for n in threads:
+            if n is not None:
+                torch.set_num_threads(n)
+            teacher.logits(x[:32])  # warm-up
+            rates[n or torch.get_num_threads()] = 256 / probe_seconds(teacher.logits, x[:256])
+        if threads != [None]:
+            torch.set_num_threads(plan["threads_start"])
+        plan["teacher_forwards_per_s_probe"] = t_fwd = max(rates.values())
+        plan["teacher_forwards_per_s_by_threads"] = {str(k): round(v, 1) for k, v in rates.items()}
     one_epoch = n_train / s_ips
     if teacher is not None and not need_teacher:  # live teacher: every step pays a teacher forward
         one_epoch += n_train / t_fwd

@@ -255,11 +255,12 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
         # the cache build runs at whichever thread count the ThreadTuner finds faster: plan with the faster
         threads = sorted({1, torch.get_num_threads(), os.cpu_count() or 1}) if cfg["threads"] == "auto" else [None]
         rates = {}
-        for n in threads:
+        for n in threads:  # 1 thread: 256 images; more threads: 64 (a probe of them can take seconds under load)
             if n is not None:
                 torch.set_num_threads(n)
-            teacher.logits(x[:32])  # warm-up
-            rates[n or torch.get_num_threads()] = 256 / probe_seconds(teacher.logits, x[:256])
+            k = 64 if n is not None and n > 1 else 256
+            teacher.logits(x[:16])  # warm-up
+            rates[n or torch.get_num_threads()] = k / probe_seconds(teacher.logits, x[:k])
         if threads != [None]:
             torch.set_num_threads(plan["threads_start"])
         plan["teacher_forwards_per_s_probe"] = t_fwd = max(rates.values())

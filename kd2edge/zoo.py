@@ -49,6 +49,8 @@ class CifarResNet(nn.Module):
         super().__init__()
         if (depth - 2) % 6:
             raise Kd2EdgeError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        if width < 2 or width % 2:  # option-A shortcuts zero-pad w -> 2w channels by w/2 on each side
+            raise Kd2EdgeError(f"CIFAR ResNet width must be an even number >= 2, got {width}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

@@ -58,6 +58,10 @@ def test_unknown_knob_and_arch_are_user_errors():
         create_model("resnet21")
     with pytest.raises(Kd2EdgeError, match="unknown torchvision model"):
         create_model("tv:not_a_model")
+    for width in (11, 0):  # an odd width used to fail only at the first forward (shortcut shapes 22 vs 21)
+        with pytest.raises(Kd2EdgeError, match="width must be an even number"):
+            create_model("resnet14", width=width)
+    assert create_model("resnet14", width=10)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_teacher_sizes_match_the_shared_checkpoints():

@@ -3,7 +3,8 @@ returns logits only; heads are `fc(x.mean((2, 3)))` so exports keep a dynamic ba
 
 - CIFAR ResNets (He et al. 2016, option-A shortcuts) whose state-dict layout matches
   akamaster/pytorch_resnet_cifar10, so the shared teachers load strictly: resnet20/32/44/56/110.
-- Compact students sized by arguments: `plaincnn` (conv-BN-ReLU stages), `resnet8`/`resnet14` (narrow
+- Compact students sized by arguments: `plaincnn` (conv-BN-ReLU stages), `fastcnn` (stem + pooled stages with
+  residual convs, laid out for CPU throughput: `stem`, `widths`, `blocks`), `resnet8`/`resnet14` (narrow
   CIFAR ResNets, `width`), `mobilenetv2` (inverted residuals for 32x32 inputs, `width_mult`).
 - Any torchvision classification model as `tv:<name>` (e.g. `tv:resnet18`), with `num_classes`.
 """
@@ -97,6 +98,43 @@ class PlainCNN(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
+class ResidualConv(nn.Module):
+    """x + ReLU(BN(conv3x3(x))), width unchanged."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = conv_bn(width, width)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class FastCNN(nn.Module):
+    """A compact CNN laid out for CPU throughput (in the spirit of airbench's net): a narrow stem conv at full
+    resolution, max-pool, then one stage per entry of `widths` (a conv-BN-ReLU that sets the width, then
+    `blocks[i]` residual conv-BN-ReLU), max-pool between stages. Most MACs land at 16x16 and below, where a CPU
+    does more work per byte moved. Defaults: 11.1M MACs, 293k params (resnet8: 12.2M, 75k); it learns far more
+    per CPU-second than resnet8 (benchmarks/distill.md, "Equal wall time")."""
+
+    def __init__(self, num_classes: int = 10, stem: int = 16, widths=(32, 64, 128), blocks=(1, 1, 1)):
+        super().__init__()
+        widths, blocks = tuple(widths), tuple(blocks)
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(f"widths {widths} and blocks {blocks} need one entry per stage")
+        layers, cin = [conv_bn(3, stem), nn.MaxPool2d(2)], stem
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            layers.append(conv_bn(cin, w))
+            layers += [ResidualConv(w) for _ in range(n)]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
 class InvertedResidual(nn.Module):
     def __init__(self, cin, cout, stride, expand):
         super().__init__()
@@ -155,15 +193,17 @@ MODELS = {
     "resnet8": lambda num_classes=10, width=16, **kw: CifarResNet(8, num_classes, width, **kw),
     "resnet14": lambda num_classes=10, width=16, **kw: CifarResNet(14, num_classes, width, **kw),
     "plaincnn": lambda num_classes=10, **kw: PlainCNN(num_classes, **kw),
+    "fastcnn": lambda num_classes=10, **kw: FastCNN(num_classes, **kw),
     "mobilenetv2": lambda num_classes=10, width_mult=0.5, **kw: MobileNetV2Cifar(num_classes, width_mult, **kw),
 }
-STUDENTS = ("plaincnn", "resnet8", "resnet14", "mobilenetv2")
+STUDENTS = ("plaincnn", "fastcnn", "resnet8", "resnet14", "mobilenetv2")
 TORCHVISION_PREFIX = "tv:"
 # Size knobs of each net (keyword arguments of create_model) with their defaults; tests check they agree.
 # mobilenetv2: every channel count, last_channels included, is scaled by width_mult (640 at the default 0.5).
 _RESNET_KNOBS = {"width": 16}
 KNOBS = {**{f"resnet{d}": _RESNET_KNOBS for d in (20, 32, 44, 56, 110, 8, 14)},
          "plaincnn": {"width": 32, "depth": 1, "stages": 3},
+         "fastcnn": {"stem": 16, "widths": (32, 64, 128), "blocks": (1, 1, 1)},
          "mobilenetv2": {"width_mult": 0.5, "last_channels": 1280}}
 
 

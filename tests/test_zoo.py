@@ -47,7 +47,7 @@ def test_size_knobs_are_accepted_and_change_the_net(name):
     base = count_params(create_model(name))
     assert base == count_params(create_model(name, **KNOBS[name]))  # listed defaults are the real defaults
     for knob, default in KNOBS[name].items():
-        bigger = default * 2
+        bigger = tuple(2 * v for v in default) if isinstance(default, tuple) else default * 2
         assert count_params(create_model(name, **{knob: bigger})) > base, knob
 
 
@@ -78,6 +78,15 @@ def test_macs_are_exact_on_a_hand_counted_net():
     assert count_macs(m) == 32 * 32 * 4 * 27 + 40
     assert count_macs(m, (3, 64, 64)) == 64 * 64 * 4 * 27 + 40
     assert m.training  # count_macs restores the mode
+
+
+def test_fastcnn_layout_is_stem_pool_then_stages():
+    # stem conv 3->4 at 32x32, max-pool to 16x16, stage conv 4->8, one residual conv 8->8, linear 8->10
+    m = create_model("fastcnn", 10, stem=4, widths=(8,), blocks=(1,))
+    assert count_macs(m) == 32 * 32 * 4 * 27 + 16 * 16 * 8 * 36 + 16 * 16 * 8 * 72 + 80
+    assert count_macs(create_model("fastcnn")) <= 12_500_000  # the default fits issue 11's 12.5M-MAC student size
+    with pytest.raises(Kd2EdgeError, match="one entry per stage"):
+        create_model("fastcnn", widths=(8, 16), blocks=(1,))
 
 
 def test_describe_row():

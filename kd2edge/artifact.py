@@ -28,6 +28,10 @@ FORMAT_VERSION = 1
 META_KEYS = ("format", "target", "runtime", "model_file", "precision", "input", "output")
 # Every target and the runtime that runs it.
 TARGET_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
+# Layers an int8 export can keep in float (`kd2edge export --int8 --keep-float NAME`, meta.json
+# quantization.float_layers): the CLI choices.
+KEEP_FLOAT = {"first": "the input normalization and the student's first convolution",
+              "last": "the student's last weight layer (the classifier)"}
 
 
 def folder_name(name: str, target: str, precision: str) -> str:

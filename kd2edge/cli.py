@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kd2edge import Kd2EdgeError, __version__
-from kd2edge.artifact import TARGET_RUNTIME
+from kd2edge.artifact import KEEP_FLOAT, TARGET_RUNTIME
 from kd2edge.render import fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -215,6 +215,7 @@ def _budget_exit(time_budget) -> None:
 # --- export: kd2edge/export/ owns this command ---
 
 TargetChoice = Enum("Target", {k: k for k in [*TARGET_RUNTIME, "all"]}, type=str)  # the artifact contract's targets
+KeepFloat = Enum("KeepFloat", {k: k for k in KEEP_FLOAT}, type=str)  # --keep-float: the artifact contract's registry
 
 
 @app.command("export")
@@ -230,6 +231,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             teacher: Annotated[Optional[str], typer.Option(help="Teacher for eval.npz and QAT (else the checkpoint's); arch:PATH for a foreign file.")] = None,
             qat_epochs: Annotated[float, typer.Option("--qat-epochs", help="int8 by KD-aware quantization-aware training for N epochs (fractions allowed; onnx, tflite) instead of PTQ.")] = 0,
             teacher_input: TeacherInput = None,
+            keep_float: Annotated[Optional[list[KeepFloat]], typer.Option("--keep-float", help="Leave these layers of the int8 onnx/tflite artifacts in float (repeatable): " + "; ".join(f"{k}: {v}" for k, v in KEEP_FLOAT.items()) + ".")] = None,
             dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
             data_dir: DataDir = None,
             verbose: Verbose = False,
@@ -240,7 +242,8 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
     rows = export(checkpoint, [t.value for t in target], int8=int8, arch=arch, out=out, calib_images=calib_images,
                   eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
                   dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]),
-                  qat_epochs=qat_epochs, teacher_input=teacher_input, verbose=verbose)
+                  qat_epochs=qat_epochs, teacher_input=teacher_input, verbose=verbose,
+                  keep_float=[k.value for k in keep_float or ()])
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

@@ -95,6 +95,9 @@ def test_cli_choices_agree_with_the_registries():
     assert values(cli.Schedule) == sorted(LR_SCHEDULES)
     assert values(cli.Optimizer) == sorted(OPTIMIZERS)
     assert [e.value for e in cli.TargetChoice] == [*TARGETS, ALL]
+    from kd2edge.artifact import KEEP_FLOAT
+
+    assert [e.value for e in cli.KeepFloat] == list(KEEP_FLOAT)
     assert list(TARGETS) == list(TARGET_RUNTIME)  # every target is in the artifact contract, with its runtime
     assert {name: get_target(name).RUNTIME for name in TARGETS} == TARGET_RUNTIME
     assert set(TARGET_RUNTIME.values()) == set(RUNTIMES)

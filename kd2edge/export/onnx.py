@@ -77,19 +77,27 @@ class _Calibration:
 CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod (benchmarks/calibration.py)
 
 
-def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax") -> None:
+def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=()) -> list[str]:
+    """Static QDQ quantization; the nodes of `float_layers` (module paths, kd2edge.export.float_layers) stay
+    float. Returns the names of those nodes."""
     q = require("onnxruntime.quantization", "export")
+    onnx = require("onnx", "export")
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from kd2edge.export.float_layers import onnx_nodes
 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        exclude = onnx_nodes(onnx.load(str(pre)), float_layers) if float_layers else []
         q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
+                          nodes_to_exclude=exclude,
                           per_channel=True, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                           calibrate_method={"minmax": q.CalibrationMethod.MinMax,
                                             "percentile": q.CalibrationMethod.Percentile,
                                             "entropy": q.CalibrationMethod.Entropy}[method],
                           extra_options={"CalibTensorRangeSymmetric": False})
+    return exclude
 
 
 def _export_qat(qat, path: Path, calib) -> None:
@@ -114,8 +122,9 @@ def _export_qat(qat, path: Path, calib) -> None:
     onnx.save_model(program.model_proto, str(path), save_as_external_data=False)
 
 
-def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None) -> dict:
-    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ."""
+def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None, float_layers=()) -> dict:
+    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ;
+    `float_layers`: module paths (kd2edge.export.float_layers) that int8 PTQ leaves in float."""
     path = Path(path)
     c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
     if precision == "fp32":
@@ -129,10 +138,12 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             _export_fp32(model, preprocessing, fp32, calib)
-            _quantize(fp32, path, calib)
+            nodes = _quantize(fp32, path, calib, float_layers=float_layers)
         quantization = {"scheme": "onnxruntime static QDQ, int8 activations (MinMax, asymmetric), "
                                   "int8 weights (per-channel, symmetric)",
                         "input": None, "output": None}
+        if float_layers:
+            quantization["float_layers"] = {"layers": list(float_layers), "nodes": nodes}
     else:
         raise Kd2EdgeError(f"onnx cannot export precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     import onnx

@@ -41,6 +41,8 @@ class Source:
     teacher: dict | None  # meta.json's teacher record
     dataset: str
     qat: tuple | None = None  # (prepared graph, quantizer, record) of kd2edge.export.qat, for int8
+    keep_float: tuple = ()  # --keep-float names (kd2edge.artifact.KEEP_FLOAT) and their module paths, for int8
+    float_layers: tuple = ()
 
     @property
     def reference(self) -> np.ndarray:
@@ -138,22 +140,30 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
            precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
            command: str | None = None, progress: bool = True, plan=None, extra_meta=None,
-           qat_epochs: float = 0, teacher_input=None, verbose: bool = False) -> list[dict]:
+           qat_epochs: float = 0, teacher_input=None, verbose: bool = False, keep_float=None) -> list[dict]:
     """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
     -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
     agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json.
-    `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ. The
+    `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ;
+    `keep_float` (names of kd2edge.artifact.KEEP_FLOAT) leaves those layers of the int8 artifacts in float. The
     converters' own output goes to `export.log` in each artifact folder (`<folder>.export.log` beside it when
     the export failed); `verbose` shows it on the terminal instead."""
     from kd2edge.progress import progress_bars
 
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
     _check_qat(plan, qat_epochs)
+    keep_float = _check_keep_float(plan, keep_float, qat_epochs)
     max_drop = number("--max-drop", max_drop, low=0)
     check_out_dir(out or "exports")
     source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher, teacher_input)
     if qat_epochs:
         source.qat = _qat(source, qat_epochs, data_dir, progress)
+    if keep_float:
+        from kd2edge.export.float_layers import module_paths
+
+        source.keep_float = tuple(keep_float)
+        source.float_layers = tuple(module_paths(source.model, keep_float, source.preprocessing.get("input_size")
+                                                 or (3, *source.calib.shape[1:3])))
     out = Path(out or run_folder("export"))
     name = name or Path(str(source.info["path"])).stem
     command = command or "kd2edge export " + " ".join(sys.argv[1:])
@@ -219,8 +229,10 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     reference, k = source.reference, int(source.reference.shape[1])
     model_path = tmp / mod.MODEL_FILE
     use_qat = source.qat is not None and precision in mod.INT8
+    use_float = bool(source.float_layers) and precision in mod.INT8
     spec = mod.convert(source.model, source.preprocessing, model_path, precision, source.calib,
-                       **({"qat": source.qat} if use_qat else {}))
+                       **({"qat": source.qat} if use_qat else {}),
+                       **({"float_layers": source.float_layers} if use_float else {}))
     spec["output"]["shape"] = [None, k]
     session, check = session_for(mod, model_path, spec)
     logits = session.predict(source.test.x)
@@ -248,6 +260,9 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
         meta["quantization"]["method"] = "QAT" if use_qat else "PTQ"
         if use_qat:
             meta["quantization"]["qat"] = dict(source.qat[2])
+        if use_float:
+            meta["quantization"]["float_layers"] = {"keep": list(source.keep_float),
+                                                    **meta["quantization"].get("float_layers", {})}
     mod.embed_metadata(model_path, meta)
     again = session_for(mod, model_path, spec)[0].predict(source.test.x[:16])  # embedding must not touch the graph
     diff = np.abs(np.asarray(again, np.float64) - np.asarray(logits[:16], np.float64)).max()
@@ -266,13 +281,28 @@ def _check_qat(plan, qat_epochs) -> None:
         return
     if not qat_epochs > 0:
         raise Kd2EdgeError(f"--qat-epochs must be > 0 (fractions allowed), got {qat_epochs:g}")
+    _check_int8_targets(plan, "--qat-epochs trains", QAT_TARGETS)
+
+
+def _check_int8_targets(plan, what: str, targets) -> None:
+    """`what` (a flag and its verb) needs int8 artifacts of `targets` only in the plan: one error line otherwise."""
     int8 = [(t, p) for t, p in plan if p in get_target(t).INT8]
     if not int8:
-        raise Kd2EdgeError("--qat-epochs trains the int8 artifacts: add --int8 (or --precision int8)")
-    other = sorted({t for t, _ in int8 if t not in QAT_TARGETS})
+        raise Kd2EdgeError(f"{what} the int8 artifacts: add --int8 (or --precision int8)")
+    other = sorted({t for t, _ in int8 if t not in targets})
     if other:
-        raise Kd2EdgeError(f"QAT exports int8 for {', '.join(QAT_TARGETS)}, not {', '.join(other)}; "
-                           f"pick those targets with -t")
+        raise Kd2EdgeError(f"{what} int8 {', '.join(targets)}, not {', '.join(other)}; pick those targets with -t")
+
+
+def _check_keep_float(plan, keep_float, qat_epochs) -> list[str]:
+    from kd2edge.export.float_layers import TARGETS, check
+
+    keep = check(keep_float)
+    if keep:
+        _check_int8_targets(plan, "--keep-float applies to", TARGETS)
+    if keep and qat_epochs:
+        raise Kd2EdgeError("--keep-float works with post-training int8 only: drop --qat-epochs or --keep-float")
+    return keep
 
 
 def _qat(source: Source, epochs: float, data_dir, progress: bool):

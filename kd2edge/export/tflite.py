@@ -36,9 +36,10 @@ MIN_RUNTIME = {"ai-edge-litert": "1.4.0", "tflite-runtime": "2.13.0"}
 CALIB_OBSERVERS = ("histogram", "minmax")  # activation observers (benchmarks/calibration.py)
 
 
-def quantizer_for(observer: str = "histogram"):
+def quantizer_for(observer: str = "histogram", float_layers=()):
     """litert-torch's PT2EQuantizer (per-tensor asymmetric int8 activations, per-channel symmetric int8
-    weights); `minmax` swaps its activation HistogramObserver for a MinMaxObserver."""
+    weights); `minmax` swaps its activation HistogramObserver for a MinMaxObserver; the ops called by the
+    modules `float_layers` (kd2edge.export.float_layers) are left unannotated, i.e. float."""
     import dataclasses
 
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
@@ -52,10 +53,19 @@ def quantizer_for(observer: str = "histogram"):
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     elif observer != "histogram":
         raise Kd2EdgeError(f"unknown activation observer {observer!r}; valid: {', '.join(CALIB_OBSERVERS)}")
-    return PT2EQuantizer().set_global(config)
+    if not float_layers:
+        return PT2EQuantizer().set_global(config)
+    from kd2edge.export.float_layers import in_layers
+
+    class SkippingQuantizer(PT2EQuantizer):
+        def _annotate_for_static_quantization_config(self, model):
+            return self._annotate_all_static_patterns(model, self.global_config,
+                                                      lambda n: not in_layers(n, float_layers))
+
+    return SkippingQuantizer().set_global(config)
 
 
-def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histogram"):
+def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histogram", float_layers=()):
     """PT2E: export at the sample's batch -> prepare with litert-torch's quantizer (int8 activations,
     symmetric per-channel int8 weights) -> calibrate image by image on raw pixels -> convert."""
     import torch
@@ -63,7 +73,7 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histo
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = quantizer_for(observer)
+    quantizer = quantizer_for(observer, float_layers)
     graph = torch.export.export(net, (x,)).module()  # batch 1, like the artifact
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
@@ -79,8 +89,9 @@ def pt2e_int8(net, x, calib, fold_quantize: bool = False, observer: str = "histo
     return quantized, QuantConfig(pt2e_quantizer=quantizer)
 
 
-def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None) -> dict:
-    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ."""
+def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None, float_layers=()) -> dict:
+    """`qat`: (prepared PT2E graph after kd2edge.export.qat, its quantizer, record) for int8 instead of PTQ;
+    `float_layers`: module paths (kd2edge.export.float_layers) that int8 PTQ leaves in float."""
     torch = require("torch", "export")
     litert_torch = require("litert_torch", "export")
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own per-step log; we show a progress bar
@@ -97,7 +108,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
         if precision == "fp32":
             edge = litert_torch.convert(net, (x,))
         else:
-            qnet, config = pt2e_int8(net, x, calib) if qat is None else _from_qat(qat)
+            qnet, config = pt2e_int8(net, x, calib, float_layers=float_layers) if qat is None else _from_qat(qat)
             edge = litert_torch.convert(qnet, (x,), quant_config=config)
         edge.export(str(path))
     except Kd2EdgeError:
@@ -114,6 +125,8 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
                                   + ("histogram" if qat is None else "QAT moving-average")
                                   + ", asymmetric), int8 weights "
                                   "(per-channel, symmetric)", "input": qin, "output": qout}
+        if float_layers:
+            quantization["float_layers"] = {"layers": list(float_layers)}
     return {"input": {"name": session.input_name, "shape": [session.fixed_batch, h, w, c],
                       "layout": LAYOUT, "dtype": session.input_dtype.name, "range": [0, 255]},
             "output": {"name": session.output_name, "shape": [None, None], "dtype": session.output_dtype.name},

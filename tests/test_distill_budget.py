@@ -167,3 +167,47 @@ def test_cache_fill_can_stop_early_and_cache_only_marks_misses(tmp_path, cifar10
     idx, slot = torch.tensor([0, 150, 250]), torch.tensor([1, 1, 0])
     out = cache.logits(idx, slot, apply_views(torch.from_numpy(x[idx.numpy()]), cache.views(idx, slot)))
     assert torch.isfinite(out[0]).all() and torch.isnan(out[1]).all() and torch.isfinite(out[2]).all()
+
+
+@pytest.mark.parametrize("fresh", [0.0, 0.5])
+def test_fresh_views_show_a_fraction_as_new_views_taught_by_the_cached_one(tmp_path, cifar10_test, teacher_path,
+                                                                           fresh):
+    """A budgeted kd run caches 1-2 teacher views per image; `fresh_views` shows that fraction of the samples as a
+    new random view instead, taught with the logits of the image's cached view; the rest see the cached view."""
+    import numpy as np
+    import torch
+
+    from kd2edge.batches import Normalizer, apply_views
+    from kd2edge.distill.loop import Env, TrainSet, train_epoch
+    from kd2edge.distill.methods.kd import KD
+    from kd2edge.distill.teacher import load_teacher
+    from kd2edge.distill.teacher_cache import TeacherCache
+    from kd2edge.zoo import create_model
+
+    x, y = cifar10_test.x[:256], torch.from_numpy(cifar10_test.y[:256]).long()
+    cache = TeacherCache(load_teacher(str(teacher_path("resnet20")), "resnet20"), x, "cifar10", 1, root=tmp_path)
+    cache.fill(torch.from_numpy(x))
+    cache.cache_only = True
+    fed, taught = [], []
+    lookup = cache.logits
+    cache.logits = lambda idx, slot, xv: fed.append((idx, slot, xv)) or lookup(idx, slot, xv)
+
+    class Recorded(KD):
+        def forward(self, s, t, *a, **kw):
+            taught.append(t.clone())
+            return super().forward(s, t, *a, **kw)
+
+    cfg = resolve_config({"teacher": "t", "student": "resnet8", "batch_size": 64, "fresh_views": fresh})
+    student = create_model("resnet8", width=8)
+    data = TrainSet(torch.from_numpy(x), y, torch.ones(256, dtype=torch.bool))
+    train_epoch(0, cfg, Env(), student, Normalizer([0.5] * 3, [0.25] * 3, channels_last=True), Recorded(), cache,
+                torch.optim.SGD(student.parameters(), lr=0.1), data)
+    assert sum(len(i) for i, _, _ in fed) == 256
+    for (i, s, _), t in zip(fed, taught):  # every sample is taught with its image's cached teacher logits
+        assert torch.equal(t, torch.from_numpy(np.asarray(cache.store[i.numpy(), s.numpy()], np.float32)))
+    new = ~torch.cat([(xv == apply_views(torch.from_numpy(x[i.numpy()]), cache.views(i, s))).flatten(1).all(1)
+                      for i, s, xv in fed])
+    if fresh == 0:
+        assert not new.any()
+    else:  # (1 in 162 fresh views repeats the cached one)
+        assert 0.35 < float(new.float().mean()) < 0.65

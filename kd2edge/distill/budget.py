@@ -278,7 +278,7 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
     views = 0
     if need_teacher:
         avail = clock.remaining() - reserve
-        views = int(cfg["cache_fraction"] * avail * t_fwd / n_train)
+        views = round(cfg["cache_fraction"] * avail * t_fwd / n_train)  # (a view cut short trains on labels)
         views = max(1, min(int(cfg["views_per_image"]), views))
         plan["cache_build_s_planned"] = views * n_train / t_fwd
         plan["cache_time_cap_s"] = max(cfg["cache_fraction"] * avail, 1.0)  # KD: one view may be cut short

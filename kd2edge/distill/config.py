@@ -31,12 +31,13 @@ DEFAULTS = {
     "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True,
     "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
     "latency": True, "val_every": 1,
-    "time_budget": None, "cache_fraction": 0.25, "ema": None,
+    "time_budget": None, "cache_fraction": 0.25, "fresh_views": 0.0, "ema": None,
 }
 # What a budgeted run (time_budget set) uses unless the config or a flag says otherwise (benchmarks/distill.md,
 # "Equal wall time"). Keys the user sets win.
 BUDGET_RECIPE = {"limit_train": None, "batch_size": 256, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.0,
-                 "views_per_image": 8, "threads": "auto", "latency": False, "teacher_bf16": "auto"}
+                 "views_per_image": 8, "threads": "auto", "latency": False, "teacher_bf16": "auto",
+                 "cache_fraction": 0.14, "fresh_views": 0.75}
 # Keys that may differ between a run and its resumption.
 RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
                "val_every"}
@@ -50,7 +51,8 @@ NUMBERS = {
     "label_smoothing": {"low": 0, "high": 1, "high_open": True}, "labeled_fraction": {"low": 0, "high": 1},
     "limit_train": {"integer": True, "low": 1, "none": True}, "limit_val": {"integer": True, "low": 1, "none": True},
     "seed": {"integer": True, "low": 0}, "views_per_image": {"integer": True, "low": 1},
-    "pad": {"integer": True, "low": 0},  # threads: a positive integer or "auto", checked below
+    "pad": {"integer": True, "low": 0}, "fresh_views": {"low": 0, "high": 1, "high_open": True},
+    # threads: a positive integer or "auto", checked below
 }
 
 

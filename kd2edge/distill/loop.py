@@ -96,6 +96,13 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
     order_gen, view_gen = epoch_generators(cfg["seed"], epoch)
     num_slots = source.p if source is not None else num_views(cfg["pad"], cfg["flip"])
     slots = torch.randint(0, num_slots, (n,), generator=view_gen)
+    fresh = None
+    if cfg.get("fresh_views") and getattr(source, "cache_only", False):
+        # a budgeted kd run caches 1-2 teacher views per image, which a fast student would see many times over: a
+        # fraction of the samples is shown as a new random view instead, taught with the logits of the image's
+        # cached view (nearly consistent; beats labels-only for them: benchmarks/distill.md, "Equal wall time")
+        fresh = (torch.rand(n, generator=view_gen) < float(cfg["fresh_views"]),
+                 torch.randint(0, num_views(cfg["pad"], cfg["flip"]), (n,), generator=view_gen))
     progress0 = clock.progress() if clock is not None else None
     T = value_at(cfg["T"], epoch, cfg["epochs"], progress0)
     alpha = value_at(cfg["alpha"], epoch, cfg["epochs"], progress0)
@@ -117,6 +124,8 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
             group["lr"] = cfg["lr"] * mult
         slot = slots[idx]
         views = source.views(idx, slot) if source is not None else slot
+        if fresh is not None:
+            views = torch.where(fresh[0][idx], fresh[1][idx], views)
         xb = apply_views(data.x[idx], views, cfg["pad"]) if cfg["augment"] else data.x[idx]
         t_logits = None
         tt = time.perf_counter()

@@ -200,8 +200,9 @@ def test_fresh_views_show_a_fraction_as_new_views_taught_by_the_cached_one(tmp_p
     cfg = resolve_config({"teacher": "t", "student": "resnet8", "batch_size": 64, "fresh_views": fresh})
     student = create_model("resnet8", width=8)
     data = TrainSet(torch.from_numpy(x), y, torch.ones(256, dtype=torch.bool))
-    train_epoch(0, cfg, Env(), student, Normalizer([0.5] * 3, [0.25] * 3, channels_last=True), Recorded(), cache,
-                torch.optim.SGD(student.parameters(), lr=0.1), data)
+    normalizer = Normalizer([0.5] * 3, [0.25] * 3, channels_last=True)
+    train_epoch(0, cfg, Env(), student, normalizer, Recorded(), cache, torch.optim.SGD(student.parameters(), lr=0.1),
+                data)
     assert sum(len(i) for i, _, _ in fed) == 256
     for (i, s, _), t in zip(fed, taught):  # every sample is taught with its image's cached teacher logits
         assert torch.equal(t, torch.from_numpy(np.asarray(cache.store[i.numpy(), s.numpy()], np.float32)))

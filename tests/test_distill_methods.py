@@ -137,3 +137,12 @@ def test_lr_schedules():
     assert lr_multiplier("step", 80, 100) == pytest.approx(0.01)
     with pytest.raises(Kd2EdgeError, match="unknown lr schedule"):
         lr_multiplier("poly", 0, 10)
+
+
+def test_every_zoo_student_has_a_default_feature_layer_for_hybrid():
+    from kd2edge.distill.methods.hybrid import default_feature_layer
+    from kd2edge.zoo import STUDENTS, create_model
+
+    for name in STUDENTS:
+        model = create_model(name)
+        assert default_feature_layer(model) in dict(model.named_modules()), name

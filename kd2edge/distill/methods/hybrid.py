@@ -10,8 +10,8 @@ from torch import nn
 from kd2edge import Kd2EdgeError
 from kd2edge.distill.methods.kd import KD
 
-DEFAULT_FEATURE_LAYER = {"CifarResNet": "layer3", "PlainCNN": "features", "MobileNetV2Cifar": "features",
-                         "RecursiveScriptModule": "layer3"}
+DEFAULT_FEATURE_LAYER = {"CifarResNet": "layer3", "PlainCNN": "features", "FastCNN": "features",
+                         "MobileNetV2Cifar": "features", "RecursiveScriptModule": "layer3"}
 
 
 def default_feature_layer(model: nn.Module) -> str:

@@ -27,7 +27,7 @@ step() {  # step NAME JSON_OUT command...
 }
 case "${1:-}" in
   distill)
-    step distill "$RES/distill.json" kd distill --teacher cifar10-resnet56 --student mobilenetv2 --time-budget "$BUDGET" --out "$RUN" \
+    step distill "$RES/distill_stdout.txt" kd distill --teacher cifar10-resnet56 --student mobilenetv2 --time-budget "$BUDGET" --out "$RUN" \
       --json ;;
   ptq)  # fp32 + int8 PTQ, ONNX and TFLite, all 10,000 test images
     step ptq "$RES/ptq.json" kd export "$CKPT" -t onnx -t tflite --int8 --eval-images 10000 \

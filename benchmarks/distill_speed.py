@@ -94,13 +94,14 @@ def tutorial_loop(student_arch, n, batch_size, data_dir, workers=2) -> float:
 
 
 def kd2edge_run(student_arch, n, batch_size, cache_dir, out_dir, cache=True, amp="auto", epochs=2,
-                channels_last=True) -> dict:
+                channels_last=True, teacher_precision="int8") -> dict:
     from kd2edge.distill import distill
 
     r = distill({"teacher": TEACHER, "student": student_arch, "method": "kd",
                  "epochs": epochs, "batch_size": batch_size, "limit_train": n, "limit_val": 1000,
                  "cache": cache, "cache_dir": str(cache_dir), "out": str(out_dir), "overwrite": True,
                  "amp": amp, "channels_last": channels_last, "latency": False, "progress": False,
+                 "teacher_precision": teacher_precision,  # the precision the cache was built with: it hits
                  "threads": "auto",  # measured 1-vs-2-thread choice (what a --time-budget run does)
                  "data_dir": str(DATA_DIR)})
     hist = list(csv_rows(Path(r["run_dir"]) / "history.csv"))
@@ -115,20 +116,25 @@ def csv_rows(path):
         yield from csv.DictReader(f)
 
 
-def build_cache(n, cache_dir, views_per_image=8, bf16=True) -> dict:
+def build_cache(n, cache_dir, views_per_image=8, precision="int8") -> dict:
     from kd2edge.data import load_dataset
-    from kd2edge.distill.teacher_cache import TeacherCache
     from kd2edge.distill.teacher import load_teacher
+    from kd2edge.distill.teacher_cache import TeacherCache
+    from kd2edge.distill.teacher_int8 import to_int8
 
     train = load_dataset("cifar10", "train", DATA_DIR)
-    teacher = load_teacher(TEACHER, bf16=bf16)
     t0, c0 = time.perf_counter(), time.process_time()
+    teacher = load_teacher(TEACHER, bf16=precision == "bf16")
+    if precision == "int8":  # what kd2edge distill does (teacher_precision int8): quantized once per teacher
+        teacher = to_int8(teacher, train.x, cache_dir)
+    int8_build = time.perf_counter() - t0
     cache = TeacherCache(teacher, train.x, "cifar10", views_per_image, root=cache_dir)
     setup = time.perf_counter() - t0
     t1 = time.perf_counter()
     done = cache.fill(torch.from_numpy(train.x), n)
     sec = time.perf_counter() - t1
-    return {"cpu_seconds": time.process_time() - c0, "load_avg": os.getloadavg(), "loadavg_end": open("/proc/loadavg").read().strip(), "images": n, "views_per_image": views_per_image, "teacher_bf16": bf16, "forwards": done,
+    return {"cpu_seconds": time.process_time() - c0, "load_avg": os.getloadavg(), "loadavg_end": open("/proc/loadavg").read().strip(), "images": n, "views_per_image": views_per_image, "teacher_precision": precision,
+            "int8_teacher_build_seconds": int8_build if precision == "int8" else None, "forwards": done,
             "seconds": sec, "forwards_per_s": done / sec, "setup_seconds": setup,
             "cache_bytes_on_disk": sum(os.stat(p).st_blocks * 512 for p in Path(cache.dir).iterdir())}
 
@@ -143,7 +149,9 @@ def main():
     ap.add_argument("--cache-dir", help="reuse a teacher cache built before (its build cost is then not re-measured)")
     ap.add_argument("--amp", choices=["both", "auto", "false"], default="both",
                     help="kd2edge rows: bf16 autocast as on this CPU (auto), fp32 only (false: a no-bf16 CPU), or both")
-    ap.add_argument("--teacher-fp32", action="store_true", help="build the cache with the fp32 teacher (the old default)")
+    ap.add_argument("--teacher-precision", choices=["int8", "bf16", "fp32"], default="int8",
+                    help="the teacher that builds the cache and that the kd2edge rows read it with (kd2edge distill's "
+                         "teacher_precision; int8: onnxruntime, what a --time-budget run picks)")
     ap.add_argument("--no-live", action="store_true", help="skip the live-teacher row")
     a = ap.parse_args()
     from kd2edge.files import write_json
@@ -155,7 +163,8 @@ def main():
               "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "machine": machine()}
     t_all = time.perf_counter()
     print("building the teacher cache (one-time cost) ...", flush=True)
-    result["cache_build"] = build_cache(a.n, work / "cache", bf16=not a.teacher_fp32 and machine()["bf16_used_by_amp_auto"])
+    result["teacher_precision"] = a.teacher_precision
+    result["cache_build"] = build_cache(a.n, work / "cache", precision=a.teacher_precision)
     print(json.dumps(result["cache_build"]), flush=True)
     if not a.cache_dir:
         write_json(Path(a.out).with_name(Path(a.out).stem + "_cache_build.json"), result["cache_build"])
@@ -164,13 +173,15 @@ def main():
         tut.append(tutorial_loop(a.student, a.n, a.batch_size, DATA_DIR))
         print(f"round {r}: tutorial {tut[-1]:.0f} img/s", flush=True)
         if a.amp in ("both", "auto"):
-            ours.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run")["ips"])
+            ours.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run",
+                                    teacher_precision=a.teacher_precision)["ips"])
             print(f"round {r}: kd2edge cached, amp auto {ours[-1]:.0f} img/s  load {os.getloadavg()[0]:.2f}", flush=True)
         if a.amp in ("both", "false"):
-            ours_fp32.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", amp=False)["ips"])
+            ours_fp32.append(kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", amp=False,
+                                         teacher_precision=a.teacher_precision)["ips"])
             print(f"round {r}: kd2edge cached, fp32 {ours_fp32[-1]:.0f} img/s  load {os.getloadavg()[0]:.2f}", flush=True)
     live = None if a.no_live else kd2edge_run(a.student, a.n, a.batch_size, work / "cache", work / "run", cache=False,
-                                              epochs=1)
+                                              epochs=1, teacher_precision=a.teacher_precision)
     if live:
         print(f"kd2edge live teacher (no cache): {live['ips']:.0f} img/s", flush=True)
     med = statistics.median

@@ -99,6 +99,8 @@ def test_budget_run_plans_and_stops_on_time(tmp_path, cifar10_dir, teacher_path)
     assert r["metrics"]["last"]["n"] == 500  # the final evaluation ran on every validation image (learning: test_distill_run)
     saved = json.loads((Path(r["run_dir"]) / "budget.json").read_text())
     assert saved["budget_s"] == budget
+    # the recipe's teacher_precision auto chose the int8 teacher (onnxruntime) for the cached kd run
+    assert json.loads((Path(r["run_dir"]) / "config.json").read_text())["teacher_precision"] == "int8"
     # a warm cache: the second run computes only what the first left missing
     r2 = distill(small(tmp_path, teacher_path("resnet20"), time_budget=budget + 10, overwrite=True,
                        views_per_image=b["views_per_image"], cache_fraction=0.9))

@@ -18,7 +18,8 @@ from kd2edge.files import parse_assignment
 from kd2edge.numbers import number
 
 DEFAULTS = {
-    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None, "teacher_bf16": False,
+    "teacher": None, "teacher_arch": None, "teacher_input": None, "teacher_preprocessing": None,
+    "teacher_precision": "fp32", "teacher_bf16": None,
     "teacher_check": True, "teacher_min_top1": None, "teacher_check_images": 500,
     "student": "resnet8", "student_kwargs": {}, "student_init": None, "student_init_arch": None,
     "method": "kd",
@@ -36,8 +37,13 @@ DEFAULTS = {
 # What a budgeted run (time_budget set) uses unless the config or a flag says otherwise (benchmarks/distill.md,
 # "Equal wall time"). Keys the user sets win.
 BUDGET_RECIPE = {"limit_train": None, "batch_size": 256, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.0,
-                 "views_per_image": 8, "threads": "auto", "latency": False, "teacher_bf16": "auto",
+                 "views_per_image": 8, "threads": "auto", "latency": False, "teacher_precision": "auto",
                  "cache_fraction": 0.14, "fresh_views": 0.75}
+# teacher_precision -> what it is: "auto" picks int8 for a cached logit method when onnxruntime is installed and
+# the teacher is a PyTorch module (the fastest exact pass on a CPU), else bf16 where the CPU has it, else fp32
+TEACHER_PRECISIONS = {"auto": "int8 / bf16 / fp32, whichever is fastest here for this method and teacher",
+                      "fp32": "PyTorch, float32", "bf16": "PyTorch under bf16 autocast (CPUs with AVX-512 BF16 / AMX)",
+                      "int8": "onnxruntime static int8 (kd2edge.distill.teacher_int8)"}
 # Keys that may differ between a run and its resumption.
 RESUME_FREE = {"epochs", "out", "resume", "overwrite", "progress", "threads", "latency", "data_dir", "cache_dir",
                "val_every"}
@@ -125,8 +131,14 @@ def resolve_config(config: dict | None = None, **overrides) -> dict:
             raise Kd2EdgeError(f"cache_fraction must be in (0, 1), got {cfg['cache_fraction']}")
     if cfg["threads"] not in (None, "auto") and not (isinstance(cfg["threads"], int) and cfg["threads"] >= 1):
         raise Kd2EdgeError(f"threads must be a positive integer or auto, got {cfg['threads']!r}")
-    if cfg["teacher_bf16"] == "auto":
-        cfg["teacher_bf16"] = bf16_supported()
+    if cfg["teacher_bf16"] is not None:  # the old switch: true/false/auto -> teacher_precision bf16/fp32/auto
+        old = cfg["teacher_bf16"]
+        cfg["teacher_precision"] = {True: "bf16", False: "fp32", "auto": "auto"}.get(old, old)
+        cfg["teacher_bf16"] = None
+    _choice(cfg, "teacher_precision", TEACHER_PRECISIONS)
+    if cfg["teacher_precision"] == "int8" and (METHODS[cfg["method"]].needs_features or cfg["adapt"]):
+        raise Kd2EdgeError("teacher_precision int8 gives logits only; a feature method or adapt=probe needs the "
+                           "PyTorch teacher: use teacher_precision bf16, fp32 or auto")
     if cfg["ema"] is not None and not 0.0 < float(cfg["ema"]) < 1.0:
         raise Kd2EdgeError(f"ema must be a decay in (0, 1) such as 0.999, got {cfg['ema']}")
     if cfg["amp"] not in ("auto", True, False):

@@ -147,7 +147,7 @@ class TeacherCache:
             out = self.teacher.logits(x_views[torch.from_numpy(pad)]).numpy()[:len(miss)].astype(np.float16)
             if not np.isfinite(out).all():
                 raise Kd2EdgeError("the teacher returned non-finite logits (NaN/inf); check the teacher file "
-                                   "and --set teacher_bf16 / teacher_preprocessing")
+                                   "and --set teacher_precision / teacher_input")
             self.store[i[miss], s[miss]] = out
             self.filled[i[miss], s[miss]] = 1
         self.misses += len(miss)

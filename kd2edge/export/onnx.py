@@ -41,11 +41,14 @@ def min_runtime(path) -> dict:
 
 
 def _export_fp32(model, preprocessing, path: Path, calib) -> None:
+    export_graph(deployable(model, preprocessing, channels_last=True), sample_input(calib, channels_last=True), path)
+
+
+def export_graph(net, x, path: Path) -> None:
+    """`net` (eval mode) as an fp32 ONNX file with input "pixels" shaped like `x` (dynamic batch), simplified."""
     torch = require("torch", "export")
     onnx = require("onnx", "export")
     onnxsim = require("onnxsim", "export")
-    net = deployable(model, preprocessing, channels_last=True)
-    x = sample_input(calib, channels_last=True)
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         exported = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
@@ -77,9 +80,11 @@ class _Calibration:
 CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod (benchmarks/calibration.py)
 
 
-def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=()) -> list[str]:
+def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=(),
+              activations: str = "int8") -> list[str]:
     """Static QDQ quantization; the nodes of `float_layers` (module paths, kd2edge.export.float_layers) stay
-    float. Returns the names of those nodes."""
+    float. Returns the names of those nodes. `activations` "uint8": onnxruntime's x86 kernels (VNNI / AVX2
+    u8 x s8) run the graph ~3x faster than with int8 activations (the distillation teacher's int8 pass)."""
     q = require("onnxruntime.quantization", "export")
     onnx = require("onnx", "export")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -92,7 +97,8 @@ def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_
         exclude = onnx_nodes(onnx.load(str(pre)), float_layers) if float_layers else []
         q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
                           nodes_to_exclude=exclude,
-                          per_channel=True, activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                          activation_type={"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}[activations],
+                          per_channel=True, weight_type=q.QuantType.QInt8,
                           calibrate_method={"minmax": q.CalibrationMethod.MinMax,
                                             "percentile": q.CalibrationMethod.Percentile,
                                             "entropy": q.CalibrationMethod.Entropy}[method],

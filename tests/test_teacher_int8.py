@@ -52,6 +52,19 @@ def test_a_damaged_int8_teacher_file_is_rebuilt_not_trusted(tmp_path, train_x, t
     assert any("damaged" in m for m in lines) and again.onnx_sha256 == q.onnx_sha256
 
 
+def test_a_cpu_without_vnni_gets_7_bit_weights_and_another_key(tmp_path, train_x, cifar10_test, teacher_path,
+                                                               monkeypatch):
+    from kd2edge.distill import teacher_int8
+
+    fp32 = load_teacher(str(teacher_path("resnet20")), "resnet20")
+    q = to_int8(fp32, train_x, tmp_path)
+    monkeypatch.setattr(teacher_int8, "saturation_free", lambda: False)
+    r = to_int8(fp32, train_x, tmp_path)
+    assert r.cache_id != q.cache_id and len(list((tmp_path / "teacher_int8").iterdir())) == 2
+    x = torch.from_numpy(cifar10_test.x[:500])
+    assert (r.logits(x).numpy().argmax(1) == fp32.logits(x).numpy().argmax(1)).mean() >= 0.95
+
+
 def test_int8_ensemble_quantizes_every_member(tmp_path, train_x, teacher_path):
     members = [load_teacher(str(teacher_path(a)), a) for a in ("resnet20", "resnet32")]
     q = to_int8(EnsembleTeacher(members), train_x, tmp_path)

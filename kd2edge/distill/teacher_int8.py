@@ -4,6 +4,8 @@ onnxruntime. On a CPU this is the cheapest exact teacher pass: resnet56 on 2 AMD
 forwards/s against 1,046 for the bf16 PyTorch teacher and 572 for fp32, at 93.46% top-1 (fp32 93.39%) and
 99.26% top-1 agreement with fp32 on the 10,000 CIFAR-10 test images (benchmarks/distill.md, "The teacher pass").
 uint8 activations, not the int8 of `kd2edge export`: onnxruntime's x86 kernels multiply u8 x s8 (VNNI/AVX2).
+An x86 CPU without VNNI sums u8 x s8 pairs in 16 bits, which can saturate: there the weights take 7 bits
+(onnxruntime's `reduce_range`, its documented remedy), and `teacher_precision auto` does not pick int8.
 
 The quantized file is built once per (teacher, calibration images, toolchain) under
 `<cache>/teacher_int8/<key>/` (model.onnx, meta.json with its sha256, the converters' build.log; written to a temp folder and renamed)
@@ -29,6 +31,23 @@ from kd2edge.locations import location
 CALIB_IMAGES = 512
 CALIB_SEED = 20240102
 SCHEME = "onnxruntime static QDQ: uint8 activations (per tensor, MinMax), int8 weights (per channel)"
+
+
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {w for line in f if line.startswith(("flags", "Features")) for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def saturation_free() -> bool:
+    """onnxruntime's u8 x s8 kernels accumulate exactly here: x86 with VNNI, or ARM (not x86)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"})
 
 
 def unsupported(teacher) -> str | None:
@@ -70,7 +89,8 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
     """model.onnx of the quantized teacher, built once and found again by its key; checksum verified."""
     from kd2edge.files import sha256
 
-    spec = {"teacher": {**teacher.cache_spec, "precision": "fp32"}, "scheme": SCHEME,
+    reduce_range = not saturation_free()
+    spec = {"teacher": {**teacher.cache_spec, "precision": "fp32"}, "scheme": SCHEME, "reduce_range": reduce_range,
             "calib_sha256": hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest(), **_toolchain()}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_dir or location("cache")) / "teacher_int8" / key
@@ -95,7 +115,7 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
             with torch.no_grad():
                 xs = np.concatenate([teacher._input(torch.from_numpy(calib[i:i + 64])).contiguous().numpy()
                                      for i in range(0, len(calib), 64)])
-            _quantize(tmp / "fp32.onnx", tmp / "model.onnx", xs, activations="uint8")
+            _quantize(tmp / "fp32.onnx", tmp / "model.onnx", xs, activations="uint8", reduce_range=reduce_range)
         (tmp / "fp32.onnx").unlink()
         (tmp / "meta.json").write_text(json.dumps({"spec": spec, "sha256": sha256(tmp / "model.onnx")}, indent=2))
         try:

@@ -81,7 +81,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's Calibration
 
 
 def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=(),
-              activations: str = "int8") -> list[str]:
+              activations: str = "int8", reduce_range: bool = False) -> list[str]:
     """Static QDQ quantization; the nodes of `float_layers` (module paths, kd2edge.export.float_layers) stay
     float. Returns the names of those nodes. `activations` "uint8": onnxruntime's x86 kernels (VNNI / AVX2
     u8 x s8) run the graph ~3x faster than with int8 activations (the distillation teacher's int8 pass)."""
@@ -96,7 +96,7 @@ def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         exclude = onnx_nodes(onnx.load(str(pre)), float_layers) if float_layers else []
         q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
-                          nodes_to_exclude=exclude,
+                          nodes_to_exclude=exclude, reduce_range=reduce_range,
                           activation_type={"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}[activations],
                           per_channel=True, weight_type=q.QuantType.QInt8,
                           calibrate_method={"minmax": q.CalibrationMethod.MinMax,

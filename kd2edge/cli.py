@@ -131,11 +131,12 @@ def eval_(checkpoint: Annotated[str, typer.Argument(help="Native, foreign (with 
 
 # --- distill: kd2edge/distill/ owns this command ---
 # The choices of the registries (kd2edge.distill.methods.METHODS, distill.schedules.LR_SCHEDULES,
-# distill.loop.OPTIMIZERS), written out here so that importing the CLI imports no torch;
+# distill.loop.OPTIMIZERS, distill.config.TEACHER_PRECISIONS), written out here so that importing the CLI imports no torch;
 # tests/test_architecture.py checks they agree.
 Method = Enum("Method", {k: k for k in ("ce", "kd", "dkd", "hybrid")}, type=str)
 Schedule = Enum("Schedule", {k: k for k in ("constant", "cosine", "onecycle", "step")}, type=str)
 Optimizer = Enum("Optimizer", {k: k for k in ("sgd", "adamw")}, type=str)
+TeacherPrecision = Enum("TeacherPrecision", {k: k for k in ("auto", "fp32", "bf16", "int8")}, type=str)
 
 
 def _value(choice):
@@ -148,6 +149,7 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
             teacher: Annotated[Optional[str], typer.Option(help="Teacher: checkpoint, known name (cifar10-resnet56), TorchScript or .onnx.")] = None,
             teacher_arch: Annotated[Optional[str], typer.Option(help="Architecture of a foreign teacher checkpoint.")] = None,
             teacher_input: TeacherInput = None,
+            teacher_precision: Annotated[Optional[TeacherPrecision], typer.Option(help="The teacher's pass: int8 (onnxruntime, built once per teacher), bf16, fp32, or auto (int8 where it serves, else bf16 where the CPU has it); default fp32, budgeted runs auto.")] = None,
             teacher_check: Annotated[Optional[bool], typer.Option("--teacher-check/--no-teacher-check", help="Stop before training when the teacher scores below teacher_min_top1 (default 3x chance) on 500 labeled validation images.")] = None,
             student: Annotated[Optional[str], typer.Option(help="Student arch from `kd2edge zoo`.")] = None,
             student_init: Annotated[Optional[str], typer.Option(help="Warm-start the student from this checkpoint (its arch or a deeper one of the family).")] = None,
@@ -173,7 +175,7 @@ def distill(config: Annotated[Optional[Path], typer.Option("--config", help="YAM
 
     base = apply_sets(load_config_file(config) if config else {}, set_ or [])
     flags = {"teacher": teacher, "teacher_arch": teacher_arch, "teacher_input": teacher_input,
-             "teacher_check": teacher_check, "student": student, "student_init": student_init,
+             "teacher_precision": _value(teacher_precision), "teacher_check": teacher_check, "student": student, "student_init": student_init,
              "method": _value(method), "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "optimizer": _value(optimizer), "schedule": _value(schedule), "dataset": dataset,
              "data_dir": str(data_dir) if data_dir else None, "limit_train": limit_train, "seed": seed,

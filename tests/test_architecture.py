@@ -82,6 +82,7 @@ def test_imports_flow_one_way_without_a_circle():
 def test_cli_choices_agree_with_the_registries():
     from kd2edge import cli
     from kd2edge.artifact import TARGET_RUNTIME
+    from kd2edge.distill.config import TEACHER_PRECISIONS
     from kd2edge.distill.loop import OPTIMIZERS
     from kd2edge.distill.methods import METHODS
     from kd2edge.distill.schedules import LR_SCHEDULES
@@ -94,6 +95,7 @@ def test_cli_choices_agree_with_the_registries():
     assert values(cli.Method) == sorted(METHODS)
     assert values(cli.Schedule) == sorted(LR_SCHEDULES)
     assert values(cli.Optimizer) == sorted(OPTIMIZERS)
+    assert values(cli.TeacherPrecision) == sorted(TEACHER_PRECISIONS)
     assert [e.value for e in cli.TargetChoice] == [*TARGETS, ALL]
     from kd2edge.artifact import KEEP_FLOAT
 

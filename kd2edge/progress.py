@@ -13,7 +13,7 @@ import contextlib
 import sys
 import time
 
-TERMINAL = None  # set by kd2edge.export.capture while converter output (fd 1 and 2) goes to a log file
+TERMINAL = None  # set by kd2edge.capture while converter output (fd 1 and 2) goes to a log file
 
 
 class _Stderr:

@@ -12,8 +12,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "kd2edge"
 BASE = {"kd2edge", "kd2edge.files", "kd2edge.locations", "kd2edge.pretrained", "kd2edge.data",
         "kd2edge.metrics", "kd2edge.artifact", "kd2edge.render", "kd2edge.plots", "kd2edge.progress",
-        "kd2edge.timing", "kd2edge.input_contract", "kd2edge.numbers", "kd2edge.verdict"}  # + kd2edge.runtimes.*: torch-free
-FOUNDATION = {"kd2edge.zoo", "kd2edge.batches", "kd2edge.checkpoint", "kd2edge.evaluate"}  # torch
+        "kd2edge.timing", "kd2edge.input_contract", "kd2edge.numbers", "kd2edge.verdict", "kd2edge.capture"}  # + kd2edge.runtimes.*: torch-free
+FOUNDATION = {"kd2edge.zoo", "kd2edge.batches", "kd2edge.checkpoint", "kd2edge.evaluate", "kd2edge.onnx_graph"}  # torch
 COMPOSE = {"kd2edge.run", "kd2edge.run_report", "kd2edge.cli", "kd2edge.__main__", "kd2edge.api"}
 
 

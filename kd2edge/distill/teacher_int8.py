@@ -103,19 +103,21 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
             pass
         log(f"warning: int8 teacher {folder} is damaged or incomplete; rebuilding it")
         shutil.rmtree(folder, ignore_errors=True)
-    from kd2edge.export.capture import captured
-    from kd2edge.export.onnx import _quantize, export_graph
+    from kd2edge.capture import captured
+    from kd2edge.onnx_graph import export_graph, quantize_graph
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{key}."))
     try:
         with captured(tmp / "build.log"):  # the converters' warnings go to the log, not the terminal
             x = teacher._input(torch.from_numpy(calib[:2])).contiguous()
-            export_graph(teacher.model, x, tmp / "fp32.onnx")
+            export_graph(teacher.model, x, tmp / "fp32.onnx", on_error=lambda e, exported=None: Kd2EdgeError(
+                f"the teacher cannot be exported to ONNX for int8 ({str(e).strip().splitlines()[0][:200]}); use "
+                "--teacher-precision bf16 (or fp32)"))
             with torch.no_grad():
                 xs = np.concatenate([teacher._input(torch.from_numpy(calib[i:i + 64])).contiguous().numpy()
                                      for i in range(0, len(calib), 64)])
-            _quantize(tmp / "fp32.onnx", tmp / "model.onnx", xs, activations="uint8", reduce_range=reduce_range)
+            quantize_graph(tmp / "fp32.onnx", tmp / "model.onnx", xs, activations="uint8", reduce_range=reduce_range)
         (tmp / "fp32.onnx").unlink()
         (tmp / "meta.json").write_text(json.dumps({"spec": spec, "sha256": sha256(tmp / "model.onnx")}, indent=2))
         try:

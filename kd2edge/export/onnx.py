@@ -13,13 +13,13 @@ from pathlib import Path
 
 from kd2edge import Kd2EdgeError, require
 from kd2edge.export.graph import deployable, op_error, sample_input
+from kd2edge.onnx_graph import CALIB_METHODS, OPSET, export_graph, quantize_graph  # noqa: F401 (re-exported)
 
 RUNTIME = "onnxruntime"
 MODEL_FILE = "model.onnx"
 LAYOUT = "NHWC"
 PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
-OPSET = 18
 # The oldest onnxruntime that implements each (highest ONNX IR version, highest default-domain opset), from ONNX
 # Runtime's published table (onnxruntime.ai/docs/reference/compatibility.html, "ONNX opset support"; it ends at
 # 1.20, which adds nothing past 1.18). Our files are IR 10 / opset 18 -> 1.18: onnxruntime 1.18.1 loads them and
@@ -41,69 +41,17 @@ def min_runtime(path) -> dict:
 
 
 def _export_fp32(model, preprocessing, path: Path, calib) -> None:
-    export_graph(deployable(model, preprocessing, channels_last=True), sample_input(calib, channels_last=True), path)
+    export_graph(deployable(model, preprocessing, channels_last=True), sample_input(calib, channels_last=True), path,
+                 on_error=lambda e, exported=None: op_error("onnx", e, exported))
 
 
-def export_graph(net, x, path: Path) -> None:
-    """`net` (eval mode) as an fp32 ONNX file with input "pixels" shaped like `x` (dynamic batch), simplified."""
-    torch = require("torch", "export")
-    onnx = require("onnx", "export")
-    onnxsim = require("onnxsim", "export")
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    try:
-        exported = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
-    except Exception as e:
-        raise op_error("onnx", e) from None
-    try:
-        program = torch.onnx.export(exported, (x,), dynamo=True, external_data=False, opset_version=OPSET,
-                                    input_names=["pixels"], output_names=["logits"], verbose=False)
-    except Exception as e:
-        raise op_error("onnx", e, exported) from None
-    proto = program.model_proto
-    simplified, ok = onnxsim.simplify(proto)
-    if ok:
-        proto = simplified
-    onnx.checker.check_model(proto)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
-class _Calibration:
-    """onnxruntime CalibrationDataReader over raw-pixel training images (uint8 NHWC), 32 per batch."""
-
-    def __init__(self, name: str, calib, batch: int = 32):
-        self.batches = iter([{name: calib[i:i + batch].astype("float32")} for i in range(0, len(calib), batch)])
-
-    def get_next(self):
-        return next(self.batches, None)
-
-
-CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod (benchmarks/calibration.py)
-
-
-def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=(),
-              activations: str = "int8", reduce_range: bool = False) -> list[str]:
-    """Static QDQ quantization; the nodes of `float_layers` (module paths, kd2edge.export.float_layers) stay
-    float. Returns the names of those nodes. `activations` "uint8": onnxruntime's x86 kernels (VNNI / AVX2
-    u8 x s8) run the graph ~3x faster than with int8 activations (the distillation teacher's int8 pass)."""
-    q = require("onnxruntime.quantization", "export")
-    onnx = require("onnx", "export")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=()) -> list[str]:
+    """Static QDQ quantization (int8 activations and weights); the nodes of `float_layers` (module paths,
+    kd2edge.export.float_layers) stay float. Returns the names of those nodes."""
     from kd2edge.export.float_layers import onnx_nodes
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        exclude = onnx_nodes(onnx.load(str(pre)), float_layers) if float_layers else []
-        q.quantize_static(str(pre), str(path), _Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
-                          nodes_to_exclude=exclude, reduce_range=reduce_range,
-                          activation_type={"int8": q.QuantType.QInt8, "uint8": q.QuantType.QUInt8}[activations],
-                          per_channel=True, weight_type=q.QuantType.QInt8,
-                          calibrate_method={"minmax": q.CalibrationMethod.MinMax,
-                                            "percentile": q.CalibrationMethod.Percentile,
-                                            "entropy": q.CalibrationMethod.Entropy}[method],
-                          extra_options={"CalibTensorRangeSymmetric": False})
-    return exclude
+    exclude = (lambda proto: onnx_nodes(proto, float_layers)) if float_layers else None
+    return quantize_graph(fp32_path, path, calib, method, exclude=exclude)
 
 
 def _export_qat(qat, path: Path, calib) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError, __version__, require
 from kd2edge.artifact import FORMAT, FORMAT_VERSION, build_folder, folder_name, install_folder, model_size, write_files
-from kd2edge.export.capture import captured
+from kd2edge.capture import captured
 from kd2edge.export.targets import get_target, plan as make_plan
 from kd2edge.export.verify import parity, session_for
 from kd2edge.files import check_out_dir

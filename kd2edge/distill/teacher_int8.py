@@ -1,6 +1,6 @@
 """The int8 teacher: a PyTorch teacher exported to ONNX and quantized with onnxruntime (static QDQ, uint8
 activations per tensor, int8 weights per channel, MinMax on CALIB_IMAGES training images), then run by
-onnxruntime. On a CPU this is the cheapest exact teacher pass: resnet56 on 2 AMD EPYC cores ran 2,038
+onnxruntime. The fastest teacher pass measured on a CPU here: resnet56 on 2 AMD EPYC cores ran 2,038
 forwards/s against 1,146 for the bf16 PyTorch teacher and 531 for fp32, at 93.35% top-1 (fp32 93.39%) and
 99.34% top-1 agreement with fp32 on the 10,000 CIFAR-10 test images (benchmarks/teacher_pass.py).
 uint8 activations, not the int8 of `kd2edge export`: onnxruntime's x86 kernels multiply u8 x s8 (VNNI/AVX2).
@@ -8,8 +8,8 @@ An x86 CPU without VNNI sums u8 x s8 pairs in 16 bits, which can saturate: there
 (onnxruntime's `reduce_range`, its documented remedy), and `teacher_precision auto` does not pick int8.
 
 The quantized file is built once per (teacher, calibration images, toolchain) under
-`<cache>/teacher_int8/<key>/` (model.onnx, meta.json with its sha256, the converters' build.log; written to a temp folder and renamed)
-and verified by checksum whenever it is read. Its cache_spec carries the file's sha256, so teacher logits
+`<cache>/teacher_int8/<key>/` (model.onnx, meta.json with its sha256, the converters' build.log; written to a
+temp folder and renamed) and verified by checksum whenever it is read. Its cache_spec carries the file's sha256, so teacher logits
 cached from it never mix with the fp32/bf16 teacher's.
 """
 from __future__ import annotations

@@ -9,8 +9,8 @@ An x86 CPU without VNNI sums u8 x s8 pairs in 16 bits, which can saturate: there
 
 The quantized file is built once per (teacher, calibration images, toolchain) under
 `<cache>/teacher_int8/<key>/` (model.onnx, meta.json with its sha256, the converters' build.log; written to a
-temp folder and renamed) and verified by checksum whenever it is read. Its cache_spec carries the file's sha256, so teacher logits
-cached from it never mix with the fp32/bf16 teacher's.
+temp folder and renamed) and verified by checksum whenever it is read. Its cache_spec carries the file's sha256,
+so teacher logits cached from it never mix with the fp32/bf16 teacher's.
 """
 from __future__ import annotations
 
@@ -52,11 +52,10 @@ def saturation_free() -> bool:
 
 def unsupported(teacher) -> str | None:
     """Why `teacher` cannot run as int8 here, or None."""
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError:
-        return "onnxruntime is not installed (pip install 'kd2edge[export]')"
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx", "onnxsim")):  # found, not imported
+        return "onnxruntime, onnx or onnxsim is not installed (pip install 'kd2edge[export]')"
     members = teacher.members if isinstance(teacher, EnsembleTeacher) else [teacher]
     for m in members:
         if not isinstance(m, TorchTeacher) or hasattr(m.model, "code"):
@@ -75,18 +74,31 @@ def to_int8(teacher, x_train: np.ndarray, cache_dir=None, threads: int | None = 
         return EnsembleTeacher([to_int8(m, x_train, cache_dir, threads, log) for m in teacher.members])
     rng = np.random.default_rng(CALIB_SEED)
     calib = x_train[np.sort(rng.choice(len(x_train), min(CALIB_IMAGES, len(x_train)), replace=False))]
-    return Int8Teacher(teacher, build(teacher, calib, cache_dir, log), threads)
+    return Int8Teacher(teacher, *build(teacher, calib, cache_dir, log), threads)
 
 
 def _toolchain() -> dict:
-    import onnx
-    import onnxruntime
+    from importlib.metadata import version
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    import onnxruntime  # (its session runs the teacher anyway)
+
+    return {"torch": torch.__version__, "onnx": version("onnx"), "onnxruntime": onnxruntime.__version__}
 
 
-def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -> Path:
-    """model.onnx of the quantized teacher, built once and found again by its key; checksum verified."""
+def _verified(folder: Path, spec: dict) -> str | None:
+    """The sha256 of folder/model.onnx when meta.json records this spec and that checksum, else None."""
+    from kd2edge.files import sha256
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        digest = sha256(folder / "model.onnx")
+    except (OSError, ValueError):
+        return None
+    return digest if isinstance(meta, dict) and meta.get("spec") == spec and meta.get("sha256") == digest else None
+
+
+def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -> tuple[Path, str]:
+    """model.onnx of the quantized teacher and its sha256: built once, found again by its key, checksum verified."""
     from kd2edge.files import sha256
 
     reduce_range = not saturation_free()
@@ -95,12 +107,9 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_dir or location("cache")) / "teacher_int8" / key
     if folder.exists():
-        try:
-            meta = json.loads((folder / "meta.json").read_text())
-            if meta.get("spec") == spec and meta.get("sha256") == sha256(folder / "model.onnx"):
-                return folder / "model.onnx"
-        except (OSError, ValueError):
-            pass
+        digest = _verified(folder, spec)
+        if digest:
+            return folder / "model.onnx", digest
         log(f"warning: int8 teacher {folder} is damaged or incomplete; rebuilding it")
         shutil.rmtree(folder, ignore_errors=True)
     from kd2edge.capture import captured
@@ -119,23 +128,24 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
                                      for i in range(0, len(calib), 64)])
             quantize_graph(tmp / "fp32.onnx", tmp / "model.onnx", xs, activations="uint8", reduce_range=reduce_range)
         (tmp / "fp32.onnx").unlink()
-        (tmp / "meta.json").write_text(json.dumps({"spec": spec, "sha256": sha256(tmp / "model.onnx")}, indent=2))
+        digest = sha256(tmp / "model.onnx")
+        (tmp / "meta.json").write_text(json.dumps({"spec": spec, "sha256": digest}, indent=2))
         try:
             os.replace(tmp, folder)
-        except OSError:  # another run built it first
+        except OSError:  # another run built it first: use (and verify) theirs
             shutil.rmtree(tmp, ignore_errors=True)
+            return build(teacher, calib, cache_dir, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"int8 teacher built: {folder}")
-    return build(teacher, calib, cache_dir, log)
+    return folder / "model.onnx", digest
 
 
 class Int8Teacher(Teacher):
     """A TorchTeacher's quantized ONNX graph, fed the same normalized input, run by onnxruntime."""
 
-    def __init__(self, base: TorchTeacher, path: Path, threads: int | None = None):
-        from kd2edge.files import sha256
+    def __init__(self, base: TorchTeacher, path: Path, onnx_sha256: str, threads: int | None = None):
         from kd2edge.runtimes import load_session
 
         self.base, self.path = base, Path(path)
@@ -143,7 +153,7 @@ class Int8Teacher(Teacher):
         self.model, self.info, self.num_classes = base.model, base.info, base.num_classes  # (MACs, params, report)
         self.sha256, self.source, self.head, self.bf16 = base.sha256, base.source, None, False
         self.contract, self.contract_line = base.contract, base.contract_line
-        self.onnx_sha256 = sha256(self.path)
+        self.onnx_sha256 = onnx_sha256  # verified by build()
 
     @property
     def cache_spec(self) -> dict:

@@ -157,7 +157,14 @@ def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progre
     ignore = {"out", "progress", "threads", "data_dir", "cache_dir", "resume", "overwrite", "latency", "val_every"}
     key = _key({"config": {k: v for k, v in resolved.items() if k not in ignore}, "teacher": teacher_sha})
     out = Path(cfg["out"]) / "students" / f"{method}-{key}"
-    return distill(d, out=str(out), resume=True, progress=progress, latency=False)
+    if resolved["time_budget"] is None:
+        return distill(d, out=str(out), resume=True, progress=progress, latency=False)
+    # a budgeted run follows the clock and cannot be continued: a finished one (same key) is reused, an
+    # interrupted one starts over
+    if (out / "metrics.json").exists():
+        return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
+                "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
+    return distill(d, out=str(out), overwrite=True, progress=progress, latency=False)
 
 
 def evaluate_cached(checkpoint: str, arch: str | None, cfg: dict, cache: Path) -> dict:

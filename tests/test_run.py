@@ -222,3 +222,44 @@ def test_cli_prints_both_tables_by_column_name(tiny_run):
     # not a terminal: laid out at 100 columns, nothing longer, no header or name cut short
     assert max(len(line) for line in res.output.splitlines()) <= 100, res.output
     assert "…" not in res.output, res.output
+
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path, tmp_path):
+    """The README's quickstart (a `kd2edge run` config) and the experiment configs (`kd2edge distill --config`)
+    pass the whole-config check: a typo there would only show after a fresh clone's setup."""
+    from kd2edge.distill.config import load_config_file, resolve_config
+
+    if path.name == "quickstart.yaml":
+        cfg = load_config(path, {"out": str(tmp_path / "out")})
+        assert cfg["baseline"] and cfg["distill"]["method"] == "kd"
+    else:
+        cfg = resolve_config(load_config_file(path), out=str(tmp_path / "out"))
+        assert cfg["teacher"] or cfg["method"] == "ce"
+
+
+def test_budgeted_student_is_reused_when_finished_and_restarted_when_interrupted(tmp_path, cifar10_dir,
+                                                                                teacher_path):
+    """A `distill.time_budget` run cannot be resumed (its schedule follows the clock): `kd2edge run` reuses a
+    finished student of the same config and starts an interrupted one over."""
+    from kd2edge.files import sha256
+    from kd2edge.run import train_student
+
+    teacher = str(teacher_path("resnet20"))
+    cfg = load_config({"name": "b", "teacher": teacher, "teacher_arch": "resnet20", "data_dir": str(cifar10_dir),
+                       "student": "resnet8", "student_kwargs": {"width": 8},
+                       "distill": {"time_budget": 12, "limit_train": 1024, "limit_val": 500, "batch_size": 128}},
+                      {"out": str(tmp_path / "run")})
+    first = train_student(cfg, "ce", teacher, sha256(teacher), progress=False)
+    assert first["metrics"]["budget"]["budget_s"] == 12 and not first.get("resumed_finished")
+    again = train_student(cfg, "ce", teacher, sha256(teacher), progress=False)
+    assert again["resumed_finished"] and again["checkpoint"] == first["checkpoint"]
+    run_dir = Path(first["run_dir"])
+    run_dir.rename(run_dir.with_name(run_dir.name + ".partial"))  # as if killed before the final rename
+    restarted = train_student(cfg, "ce", teacher, sha256(teacher), progress=False)
+    assert not restarted.get("resumed_finished") and Path(restarted["checkpoint"]).exists()
+    assert not run_dir.with_name(run_dir.name + ".partial").exists()

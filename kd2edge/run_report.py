@@ -126,6 +126,22 @@ def _copy_png(src, dest: Path) -> str | None:
     return str(dest.relative_to(dest.parents[1]))
 
 
+def schedule_text(distill_cfg: dict, models: dict) -> str:
+    """`10 epochs`, or for a time-budgeted run what each student's plan made of the budget (its budget.json)."""
+    if distill_cfg.get("time_budget") is None:
+        return f"{distill_cfg.get('epochs')} epochs"
+    from kd2edge.distill.budget import parse_time_budget
+
+    plans = []
+    for label, m in models.items():
+        b = (m.get("metrics") or {}).get("budget")
+        if b:
+            views = b.get("views_per_image") if b.get("cache_forwards") else None
+            plans.append(f"{label}: {b['epochs']} epochs" + (f", {views} cached teacher view(s) per image" if views else ""))
+    return (f"a time budget of {parse_time_budget(distill_cfg['time_budget']):g} s per student, the teacher pass "
+            f"inside it ({'; '.join(plans)})")
+
+
 def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: list[dict], benches: list[dict],
                      eager: dict, timings: dict) -> dict:
     """`eager[label]`: torch_bench rows (one per bench thread count) of each PyTorch model."""
@@ -169,7 +185,7 @@ def write_run_report(out: Path, cfg: dict, models: dict, evals: dict, exports: l
               "models": {k: {"checkpoint": str(v["checkpoint"]), "run_dir": v.get("run_dir")} for k, v in models.items()},
               "exports": exports, "bench": benches, "pytorch_bench": eager}
     d = cfg["distill"]
-    budget = (f"student {cfg['student']}, method {method}, {d.get('epochs')} epochs"
+    budget = (f"student {cfg['student']}, method {method}, {schedule_text(d, models)}"
               + (f" on the first {d['limit_train']} training images" if d.get("limit_train") else " on the full training set")
               + f", seed {cfg['seed']}; teacher {cfg['teacher']}; dataset {cfg['dataset']} (test split for every number)")
     device = benches[0] if benches else {}

@@ -258,6 +258,11 @@ def test_budgeted_student_is_reused_when_finished_and_restarted_when_interrupted
     assert first["metrics"]["budget"]["budget_s"] == 12 and not first.get("resumed_finished")
     again = train_student(cfg, "ce", teacher, sha256(teacher), progress=False)
     assert again["resumed_finished"] and again["checkpoint"] == first["checkpoint"]
+    from kd2edge.run_report import schedule_text  # the report says what the plan made of the budget
+
+    epochs = first["metrics"]["budget"]["epochs"]
+    assert schedule_text(cfg["distill"], {"ce": again}).endswith(f"12 s per student, the teacher pass inside it "
+                                                                 f"(ce: {epochs} epochs)")
     run_dir = Path(first["run_dir"])
     run_dir.rename(run_dir.with_name(run_dir.name + ".partial"))  # as if killed before the final rename
     restarted = train_student(cfg, "ce", teacher, sha256(teacher), progress=False)

@@ -1,5 +1,11 @@
 """ONNX: torch's dynamo exporter (weights inside the file, dynamic batch axis), onnxsim, and
-onnxruntime static quantization (QDQ, per-channel int8 weights and activations) for int8.
+onnxruntime static quantization (QDQ, per-channel int8 weights, per-tensor uint8 activations) for int8.
+
+uint8 activations because onnxruntime fuses a QDQ Conv into its integer kernels for uint8 activations on every
+CPU, but for int8 activations only on ARM (`session.qdqisint8allowed`): on x86 an int8-activation graph runs its
+convolutions in float between Q/DQ pairs, slower than the fp32 graph (benchmarks/export.md, "ONNX int8 activations").
+On x86 without VNNI, u8 x s8 pairs are summed in 16 bits and can saturate (onnxruntime's VPMADDUBSW path); the
+export's own parity check on such a machine sees it.
 
 Input: float32 raw pixels 0..255, NHWC; the graph normalizes. int8 keeps float I/O (the Q/DQ pairs sit
 inside the graph), so the artifact's quantization record has no input/output parameters.
@@ -20,6 +26,7 @@ MODEL_FILE = "model.onnx"
 LAYOUT = "NHWC"
 PRECISIONS = ("fp32", "int8")
 INT8 = ("int8",)
+ACTIVATIONS = "uint8"  # of int8 PTQ graphs (the module docstring says why)
 # The oldest onnxruntime that implements each (highest ONNX IR version, highest default-domain opset), from ONNX
 # Runtime's published table (onnxruntime.ai/docs/reference/compatibility.html, "ONNX opset support"; it ends at
 # 1.20, which adds nothing past 1.18). Our files are IR 10 / opset 18 -> 1.18: onnxruntime 1.18.1 loads them and
@@ -46,12 +53,12 @@ def _export_fp32(model, preprocessing, path: Path, calib) -> None:
 
 
 def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=()) -> list[str]:
-    """Static QDQ quantization (int8 activations and weights); the nodes of `float_layers` (module paths,
+    """Static QDQ quantization (uint8 activations, int8 weights); the nodes of `float_layers` (module paths,
     kd2edge.export.float_layers) stay float. Returns the names of those nodes."""
     from kd2edge.export.float_layers import onnx_nodes
 
     exclude = (lambda proto: onnx_nodes(proto, float_layers)) if float_layers else None
-    return quantize_graph(fp32_path, path, calib, method, exclude=exclude)
+    return quantize_graph(fp32_path, path, calib, method, activations=ACTIVATIONS, exclude=exclude)
 
 
 def _export_qat(qat, path: Path, calib) -> None:
@@ -93,7 +100,7 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
             fp32 = Path(tmp) / "fp32.onnx"
             _export_fp32(model, preprocessing, fp32, calib)
             nodes = _quantize(fp32, path, calib, float_layers=float_layers)
-        quantization = {"scheme": "onnxruntime static QDQ, int8 activations (MinMax, asymmetric), "
+        quantization = {"scheme": f"onnxruntime static QDQ, {ACTIVATIONS} activations (MinMax, asymmetric), "
                                   "int8 weights (per-channel, symmetric)",
                         "input": None, "output": None}
         if float_layers:

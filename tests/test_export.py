@@ -195,9 +195,47 @@ def test_onnx_int8_graph_and_metadata(exported):
     props = {p.key: p.value for p in model.metadata_props}
     embedded = json.loads(props["kd2edge"])
     assert embedded["precision"] == "int8" and embedded["parity"]["passed"] is True
+    # activations uint8 (onnxruntime fuses those into integer kernels on x86 too), weights int8
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    assert {types[n.input[2]] for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in types} == {onnx.TensorProto.UINT8}
     fp32 = onnx.load(str(out / "r8-onnx" / "model.onnx"))
     assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in fp32.graph.initializer)
+
+
+def _ort_session(path, fuse: bool, optimized=None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_quant_qdq", "0" if fuse else "1")
+    if optimized:
+        so.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_int8_activations_rewritten_to_uint8_exactly(exported, cifar10_test, tmp_path):
+    """activations_to_uint8 (used on QAT graphs, whose PT2E quantizer writes int8 activations): the rewritten
+    graph computes the same values (Q/DQ run as written: bit-identical logits), and onnxruntime fuses it into
+    integer convolutions (QLinearConv), which it does for int8 activations only on ARM."""
+    import onnx
+
+    from kd2edge.onnx_graph import activations_to_uint8, quantize_graph
+
+    _, out = exported
+    x = cifar10_test.x[:64].astype(np.float32)
+    s8, u8 = tmp_path / "s8.onnx", tmp_path / "u8.onnx"
+    quantize_graph(out / "r8-onnx" / "model.onnx", s8, x[:32], activations="int8")
+    proto = onnx.load(str(s8))
+    assert activations_to_uint8(proto) >= 8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(u8))
+    a = _ort_session(s8, fuse=False).run(None, {"pixels": x})[0]
+    b = _ort_session(u8, fuse=False).run(None, {"pixels": x})[0]
+    assert np.array_equal(a, b)
+    _ort_session(u8, fuse=True, optimized=tmp_path / "u8-opt.onnx")
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "u8-opt.onnx")).graph.node}
+    assert activations_to_uint8(proto) == 0  # nothing left to rewrite
 
 
 def _corrupt_first_conv_weight(package):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kd2edge import Kd2EdgeError, require
 from kd2edge.export.graph import deployable, op_error, sample_input
-from kd2edge.onnx_graph import CALIB_METHODS, OPSET, export_graph, quantize_graph  # noqa: F401 (re-exported)
+from kd2edge.onnx_graph import CALIB_METHODS, OPSET, activations_to_uint8, export_graph, quantize_graph  # noqa: F401
 
 RUNTIME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -79,8 +79,10 @@ def _export_qat(qat, path: Path, calib) -> None:
                                     input_names=["pixels"], output_names=["logits"], verbose=False)
     except Exception as e:
         raise op_error("onnx", e) from None
-    onnx.checker.check_model(program.model_proto)
-    onnx.save_model(program.model_proto, str(path), save_as_external_data=False)
+    proto = program.model_proto
+    activations_to_uint8(proto)  # PT2E's int8 activations as uint8, exactly: fused on x86 too
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
 
 
 def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=None, float_layers=()) -> dict:
@@ -93,7 +95,8 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
         quantization = None
     elif precision == "int8" and qat is not None:
         _export_qat(qat, path, calib)
-        quantization = {"scheme": "PT2E QAT exported as QDQ: int8 activations (moving-average, asymmetric), "
+        quantization = {"scheme": "PT2E QAT exported as QDQ: activations moving-average, asymmetric (PT2E's int8 "
+                                  "stored as uint8 with zero point + 128, the same values), "
                                   "int8 weights (per-channel, symmetric)", "input": None, "output": None}
     elif precision == "int8":
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

@@ -426,8 +426,11 @@ def test_ctrl_c_prints_resume_hint_and_keeps_the_partial_run(tmp_path, cifar10_d
     out = tmp_path / "run"
     args = ["distill", "--method", "ce", "--epochs", "50", "--limit-train", "256", "--batch-size", "64",
             "--data-dir", str(cifar10_dir), "--out", str(out)]
+    # a shell that starts the tests in the background (`cmd &` without job control) makes them ignore SIGINT, and
+    # Python then installs no KeyboardInterrupt handler: give the child the default disposition a terminal has
     p = subprocess.Popen([sys.executable, "-m", "kd2edge", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "250"})
+                         text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "250"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in p.stdout:
         lines.append(line)

@@ -62,7 +62,8 @@ def main():
     from kd2edge.runtimes import load_session
 
     rows, t0 = [], time.time()
-    print(f"load before: {loadavg()}; CPU {cpu_isa()['model']} ({cpu_isa()['summary']})", flush=True)
+    cpu = cpu_isa()
+    print(f"load before: {loadavg()}; CPU {cpu['model']} ({cpu['summary']})", flush=True)
     for spec in args.checkpoint:
         path, _, arch = spec.partition(":")
         src = load_source(path, arch or None, eval_images=10000, calib_images=1)
@@ -91,7 +92,7 @@ def main():
                                    agreement=round(agreement(logits, ref), 2))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    result = {"rows": rows, "cpu": cpu_isa(), "load_after": loadavg(), "wall_s": round(time.time() - t0, 1),
+    result = {"rows": rows, "cpu": cpu, "load_after": loadavg(), "wall_s": round(time.time() - t0, 1),
               "calib_images": args.calib_images, "command": "benchmarks/onnx_activations.py " + " ".join(sys.argv[1:])}
     out = ROOT / "benchmarks" / "results" / f"{args.tag}.json"
     from kd2edge.files import write_json

@@ -109,7 +109,7 @@ def activations_to_uint8(proto) -> int:
             continue
         dqs = readers.get(q.output[0], [])
         if not dqs or any(d.op_type != "DequantizeLinear" or len(d.input) != 3
-                          or not np.array_equal(consts.get(d.input[2], np.int16(999)), zp) for d in dqs):
+                          or not np.array_equal(consts.get(d.input[2]), zp) for d in dqs):
             continue
         name = f"{q.output[0]}__zero_point_u8"
         g.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), name))

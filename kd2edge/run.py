@@ -162,8 +162,9 @@ def train_student(cfg: dict, method: str, teacher: str, teacher_sha: str, progre
     # a budgeted run follows the clock and cannot be continued: a finished one (same key) is reused, an
     # interrupted one starts over
     if (out / "metrics.json").exists():
-        return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
-                "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
+        from kd2edge.distill.stage import finished_result
+
+        return finished_result(out)
     return distill(d, out=str(out), overwrite=True, progress=progress, latency=False)
 
 

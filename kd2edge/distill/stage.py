@@ -28,6 +28,12 @@ from kd2edge.distill.methods import METHODS
 from kd2edge.files import atomic_write, check_out_dir
 
 
+def finished_result(out: Path) -> dict:
+    """What `distill` returns for the finished run folder `out` when it is reused instead of trained again."""
+    return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
+            "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
+
+
 def distill(config: dict | None = None, **overrides) -> dict:
     """Run a distillation; returns {"checkpoint", "run_dir", "metrics"}. See the module docstring."""
     cfg = resolve_config(config, **overrides)
@@ -36,8 +42,7 @@ def distill(config: dict | None = None, **overrides) -> dict:
     if out.exists():
         if cfg["resume"] and (out / "metrics.json").exists():
             check_same_config(out / "config.json", cfg, RESUME_FREE - {"epochs"}, "reuse the finished run")
-            return {"checkpoint": str(out / "student.pt"), "run_dir": str(out),
-                    "metrics": json.loads((out / "metrics.json").read_text()), "resumed_finished": True}
+            return finished_result(out)
         if not cfg["overwrite"]:
             raise Kd2EdgeError(f"{out} already exists; pass --overwrite to replace it, --resume to reuse it, "
                                "or choose another --out")

@@ -219,3 +219,21 @@ def test_fresh_views_show_a_fraction_as_new_views_taught_by_the_cached_one(tmp_p
         assert not new.any()
     else:  # (1 in 162 fresh views repeats the cached one)
         assert 0.35 < float(new.float().mean()) < 0.65
+
+
+def test_fresh_views_in_an_epoch_counted_kd_run_fill_the_cache_first(tmp_path, cifar10_dir, teacher_path):
+    """`fresh_views` outside a time budget (the quickstart's recipe): the teacher views are computed before the
+    first epoch and training reads the cache alone; without it, the first epoch computes its views live."""
+    import csv
+
+    misses = {}
+    for fresh in (0.0, 0.5):
+        r = distill(small(tmp_path, teacher_path("resnet20"), limit_train=512, epochs=2, views_per_image=1,
+                          latency=False, fresh_views=fresh, out=str(tmp_path / f"run{fresh}"),
+                          cache_dir=str(tmp_path / f"cache{fresh}")))
+        with open(Path(r["run_dir"]) / "history.csv") as f:
+            rows = list(csv.DictReader(f))
+        misses[fresh] = [(int(float(row["cache_hits"])), int(float(row["cache_misses"]))) for row in rows]
+    # (hits, misses) so far after each epoch; a miss is one teacher forward
+    assert misses[0.0] == [(0, 512), (512, 512)]  # computed live in epoch 1
+    assert misses[0.5] == [(512, 512), (1024, 512)]  # computed by the fill before epoch 1: training only hits

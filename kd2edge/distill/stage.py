@@ -108,8 +108,8 @@ def _train(cfg: dict) -> dict:
     tuner = None
     if cfg["threads"] == "auto" and env.device == "cpu" and env.world == 1:
         tuner = budget.ThreadTuner(os.cpu_count())
-    if clock is not None and isinstance(source, TeacherCache):
-        build_budgeted_cache(cfg, source, x_full, len(y_np), plan, tuner, log)
+    if isinstance(source, TeacherCache) and (clock is not None or (cfg["fresh_views"] and cfg["method"] == "kd")):
+        fill_cache(cfg, source, x_full, len(y_np), plan, tuner, log)
     model = torch.nn.parallel.DistributedDataParallel(student) if env.world > 1 else student
     optimizer = make_optimizer(list(student.parameters()) + list(method.parameters()), cfg)
     data = TrainSet(torch.from_numpy(x_np), torch.from_numpy(y_np), torch.from_numpy(lab_np))
@@ -192,17 +192,22 @@ def _train(cfg: dict) -> dict:
     return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": metrics}
 
 
-def build_budgeted_cache(cfg: dict, source, x_full, n: int, plan: dict, tuner, log) -> None:
-    """Fill the planned teacher views up front, timed, feeding the ThreadTuner. A kd run that overruns its plan
-    (the machine slowed down) stops the build and trains the images left without teacher logits on labels."""
+def fill_cache(cfg: dict, source, x_full, n: int, plan: dict | None, tuner, log) -> None:
+    """Fill the cache's teacher views up front, timed, feeding the ThreadTuner; a kd run then reads the cache
+    alone (`cache_only`), which is what lets `fresh_views` teach a new view with its image's cached logits.
+    Runs for a budgeted run (`plan`: its planned views) and for an epoch-counted kd run with `fresh_views`. A
+    budgeted kd run that overruns its plan (the machine slowed down) stops the build and trains the images left
+    without teacher logits on labels."""
     import time
 
     from kd2edge.progress import progress_bars
 
     t0 = time.perf_counter()
     todo = int((np.asarray(source.filled[:n]) == 0).sum())
-    limit = t0 + 1.25 * min(plan["cache_build_s_planned"], plan["cache_time_cap_s"])
-    cut = (lambda: time.perf_counter() > limit) if cfg["method"] == "kd" else None
+    cut = None
+    if plan is not None and cfg["method"] == "kd":
+        limit = t0 + 1.25 * min(plan["cache_build_s_planned"], plan["cache_time_cap_s"])
+        cut = lambda: time.perf_counter() > limit  # noqa: E731
     with progress_bars(cfg["progress"]) as bars:
         task, last = bars.task("teacher cache", todo, unit="fwd"), [time.perf_counter()]
 
@@ -216,10 +221,12 @@ def build_budgeted_cache(cfg: dict, source, x_full, n: int, plan: dict, tuner, l
         done = source.fill(torch.from_numpy(x_full), n, progress=step, stop=cut)
         task.done()
     source.cache_only = cfg["method"] == "kd"
-    plan.update({"cache_build_s": time.perf_counter() - t0, "cache_forwards": done,
-                 "cache_filled_fraction": source.filled_fraction(n)})
-    log(f"teacher cache: {done} forwards in {plan['cache_build_s']:.1f}s "
-        f"({100 * plan['cache_filled_fraction']:.0f}% of the planned views)")
+    built = {"cache_build_s": time.perf_counter() - t0, "cache_forwards": done,
+             "cache_filled_fraction": source.filled_fraction(n)}
+    if plan is not None:
+        plan.update(built)
+    log(f"teacher cache: {done} forwards in {built['cache_build_s']:.1f}s "
+        f"({100 * built['cache_filled_fraction']:.0f}% of the {'planned ' if plan is not None else ''}views)")
     if tuner is not None:
         tuner.reset()
 

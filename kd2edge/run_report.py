@@ -127,9 +127,17 @@ def _copy_png(src, dest: Path) -> str | None:
 
 
 def schedule_text(distill_cfg: dict, models: dict) -> str:
-    """`10 epochs`, or for a time-budgeted run what each student's plan made of the budget (its budget.json)."""
+    """`10 epochs` with what each student's training took (the teacher pass included: equal epochs are not equal
+    time), or for a time-budgeted run what each student's plan made of the budget (its budget.json)."""
     if distill_cfg.get("time_budget") is None:
-        return f"{distill_cfg.get('epochs')} epochs"
+        took = []
+        for label, m in models.items():
+            met = m.get("metrics") or {}
+            if "train_seconds" in met:
+                s = met["train_seconds"] + (met.get("cache") or {}).get("fill_s", 0.0)
+                took.append(f"{label} {s / 60:.1f} min")
+        return f"{distill_cfg.get('epochs')} epochs" + (
+            f" per student (training took {', '.join(took)}, its teacher pass included)" if took else "")
     from kd2edge.distill.budget import parse_time_budget
 
     plans = []

@@ -226,14 +226,22 @@ def test_fresh_views_in_an_epoch_counted_kd_run_fill_the_cache_first(tmp_path, c
     first epoch and training reads the cache alone; without it, the first epoch computes its views live."""
     import csv
 
-    misses = {}
+    from kd2edge.run_report import schedule_text
+
+    misses, runs = {}, {}
     for fresh in (0.0, 0.5):
         r = distill(small(tmp_path, teacher_path("resnet20"), limit_train=512, epochs=2, views_per_image=1,
                           latency=False, fresh_views=fresh, out=str(tmp_path / f"run{fresh}"),
                           cache_dir=str(tmp_path / f"cache{fresh}")))
         with open(Path(r["run_dir"]) / "history.csv") as f:
             rows = list(csv.DictReader(f))
+        runs[f"fresh {fresh}"] = r
         misses[fresh] = [(int(float(row["cache_hits"])), int(float(row["cache_misses"]))) for row in rows]
     # (hits, misses) so far after each epoch; a miss is one teacher forward
     assert misses[0.0] == [(0, 512), (512, 512)]  # computed live in epoch 1
     assert misses[0.5] == [(512, 512), (1024, 512)]  # computed by the fill before epoch 1: training only hits
+    fill = {k: r["metrics"]["cache"]["fill_s"] for k, r in runs.items()}
+    assert fill["fresh 0.0"] == 0 < fill["fresh 0.5"]
+    took = {k: (r["metrics"]["train_seconds"] + fill[k]) / 60 for k, r in runs.items()}  # the report's schedule line
+    assert schedule_text({"epochs": 2}, runs) == (f"2 epochs per student (training took fresh 0.0 {took['fresh 0.0']:.1f} "
+                                                  f"min, fresh 0.5 {took['fresh 0.5']:.1f} min, its teacher pass included)")

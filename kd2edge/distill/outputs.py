@@ -89,7 +89,7 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
             tinfo["adapted"] = {"kind": "linear-probe", **probe}
     if source is not None and hasattr(source, "dir"):
         metrics["cache"] = {"dir": str(source.dir), "key": source.key, "hits": source.hits, "misses": source.misses,
-                            "views_per_image": source.p}
+                            "views_per_image": source.p, "fill_s": round(source.fill_s, 2)}
     provenance = {"dataset": str(cfg["dataset"]), "teacher": tinfo,
                   "teacher_sha256": tinfo["sha256"] if tinfo else None, "student_init": init}
     save_checkpoint(folder / "student.pt", student, arch=cfg["student"], arch_kwargs=cfg["student_kwargs"],

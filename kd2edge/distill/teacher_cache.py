@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,7 @@ class TeacherCache:
         self.dir = Path(root or location("cache")) / "teacher_logits" / self.key
         self.pool = view_pool(self.n, self.p, pad, flip)
         self.hits = self.misses = 0
+        self.fill_s = 0.0  # seconds spent in fill() (the up-front teacher pass)
         self.cache_only = False  # True: a miss gives NaN logits (the loss then uses the label) instead of a forward
         self._open()
 
@@ -158,7 +160,13 @@ class TeacherCache:
              stop=None) -> int:
         """Compute every missing (image, slot) for the first n images, slot by slot (every image's first view,
         then every image's second, ...); returns how many were computed. `stop()` returning True ends it early."""
-        n = min(n or self.n, self.n)
+        t0 = time.perf_counter()
+        try:
+            return self._fill(x_full, min(n or self.n, self.n), batch_size, progress, stop)
+        finally:
+            self.fill_s += time.perf_counter() - t0
+
+    def _fill(self, x_full, n, batch_size, progress, stop) -> int:
         todo = np.argwhere(self.filled[:n] == 0)
         todo = todo[np.lexsort((todo[:, 0], todo[:, 1]))]  # slot-major
         for b in range(0, len(todo), batch_size):

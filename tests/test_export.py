@@ -147,6 +147,34 @@ def test_eval_bundle_teacher_logits(exported, teacher_path, cifar10_test):
     assert meta["teacher"]["arch"] == "resnet20" and meta["teacher"]["sha256"] == info["sha256"]
 
 
+def test_eval_bundle_of_an_ensemble_distilled_student(student, teacher_path, cifar10_test, tmp_path, cifar10_dir):
+    """A student distilled from an ensemble records it as `ensemble(...)` + its members: export's eval bundle
+    holds the members' mean logits (what distillation saw), not a file-not-found error."""
+    from kd2edge.checkpoint import load_model, save_checkpoint
+    from kd2edge.evaluate import predict
+    from kd2edge.export import export
+
+    model, info = load_model(student)
+    members = [{"path": str(teacher_path(a)), "arch": a, "sha256": None} for a in ("resnet20", "resnet32")]
+    ckpt = tmp_path / "ens.pt"
+    save_checkpoint(ckpt, model, arch="resnet8", classes=info["classes"], preprocess=info["preprocessing"],
+                    provenance={"dataset": "cifar10", "teacher": {
+                        "path": "ensemble(" + ", ".join(m["path"] for m in members) + ")", "arch": "ensemble",
+                        "sha256": None, "members": members}})
+    export(ckpt, "onnx", out=tmp_path / "out", calib_images=N_CALIB, eval_images=20, data_dir=cifar10_dir,
+           progress=False, command="pytest")
+    folder = next((tmp_path / "out").iterdir())
+    bundle = np.load(folder / "eval.npz")
+    logits = []
+    for m in members:
+        teacher, tinfo = load_model(m["path"], m["arch"])
+        logits.append(predict(teacher, cifar10_test.x[:20], tinfo["preprocessing"]))
+    np.testing.assert_allclose(bundle["teacher_logits"], np.mean(logits, axis=0), atol=1e-4)
+    assert not np.allclose(logits[0], logits[1], atol=1e-2)  # the mean is not one member's
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["teacher"]["arch"] == "ensemble" and len(meta["teacher"]["members"]) == 2
+
+
 def _tflite_metadata(path) -> dict:
     """The `kd2edge` entry of a .tflite file's metadata table."""
     from ai_edge_litert import schema_py_generated as schema

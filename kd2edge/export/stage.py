@@ -8,6 +8,7 @@ logits are loaded once (`load_source`) for every target and precision. Each fold
 from __future__ import annotations
 
 import datetime
+import hashlib
 import shutil
 import sys
 import time
@@ -65,9 +66,20 @@ def _teacher_record(info: dict, teacher) -> dict | None:
 
 def _teacher_logits(record: dict, x: np.ndarray, contract=None):
     """The teacher's logits on the bundle images, fed as `contract` (--teacher-input) says, else as the
-    student's provenance recorded it was fed during distillation, else as the teacher file records."""
+    student's provenance recorded it was fed during distillation, else as the teacher file records. An
+    ensemble (recorded with its members, or named: `cifar10-ensemble`, "a,b") gives its members' mean logits,
+    as distillation saw them."""
+    from kd2edge.distill.teacher import ensemble_members
     from kd2edge.evaluate import load_predictor
 
+    members = record.get("members") or [{"path": m} for m in ensemble_members(record["path"]) or []]
+    if members:
+        runs = [_teacher_logits(m, x, contract or record.get("input")) for m in members]
+        recs = [r for _, r in runs]
+        sha = hashlib.sha256("+".join(r["sha256"] for r in recs).encode()).hexdigest()  # = EnsembleTeacher's
+        return np.mean([z for z, _ in runs], axis=0), {
+            "path": "ensemble(" + ", ".join(r["path"] for r in recs) + ")", "sha256": sha, "arch": "ensemble",
+            "input": recs[0]["input"], "members": recs}
     try:
         pred = load_predictor(record["path"], record.get("arch"), contract=contract or record.get("input"),
                               flag="--teacher-input")

@@ -31,6 +31,11 @@ def arch_of(name) -> str | None:
     return PRETRAINED[str(name)][0] if str(name) in PRETRAINED else None
 
 
+def arch_of_file(path) -> str | None:
+    """The architecture of a known checkpoint found by its file name (e.g. .../cifar10/resnet20-12fca82f.th)."""
+    return next((arch for arch, _, rel, _ in PRETRAINED.values() if Path(str(path)).as_posix().endswith(rel)), None)
+
+
 def path_of(name: str, weights_dir=None) -> Path:
     """Path of a known checkpoint in the weights location; a clear error (never a download) when missing."""
     if name not in PRETRAINED:

@@ -61,3 +61,8 @@ def test_distill_with_an_ensemble_teacher_reports_its_accuracy(tmp_path, cifar10
                  "data_dir": str(ROOT / "data")})
     m = r["metrics"]
     assert m["teacher"]["top1"] > 85 and m["cache"]["misses"] > 0
+    # the checkpoint names the members, so `kd2edge export` can rebuild the teacher's logits (test_export.py)
+    from kd2edge.checkpoint import load_model
+
+    record = load_model(r["checkpoint"])[1]["provenance"]["teacher"]
+    assert [m["arch"] for m in record["members"]] == ["resnet20", "resnet32"]

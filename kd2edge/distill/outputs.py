@@ -84,6 +84,8 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
                  "num_classes": int(teacher.info.get("num_classes") or teacher.num_classes),
                  "source": teacher.source, "input": teacher.contract, "input_why": teacher.contract_line,
                  "cache_id": teacher.cache_id}
+        if teacher.info.get("members"):  # an ensemble: export finds its members here
+            tinfo["members"] = teacher.info["members"]
         if probe is not None:
             metrics["probe"] = probe
             tinfo["adapted"] = {"kind": "linear-probe", **probe}

@@ -71,8 +71,12 @@ def _teacher_logits(record: dict, x: np.ndarray, contract=None):
     as distillation saw them."""
     from kd2edge.distill.teacher import ensemble_members
     from kd2edge.evaluate import load_predictor
+    from kd2edge.pretrained import arch_of_file
 
-    members = record.get("members") or [{"path": m} for m in ensemble_members(record["path"]) or []]
+    path = str(record["path"])
+    if path.startswith("ensemble(") and path.endswith(")"):  # how an ensemble's path is recorded
+        path = path[len("ensemble("):-1]
+    members = record.get("members") or [{"path": m, "arch": arch_of_file(m)} for m in ensemble_members(path) or []]
     if members:
         runs = [_teacher_logits(m, x, contract or record.get("input")) for m in members]
         recs = [r for _, r in runs]

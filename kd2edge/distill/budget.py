@@ -252,15 +252,18 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
     t_fwd = 0.0
     need_teacher = teacher is not None and cfg["cache"] and not METHODS[cfg["method"]].needs_features
     if teacher is not None:
-        # the cache build runs at whichever thread count the ThreadTuner finds faster: plan with the faster
-        threads = sorted({1, torch.get_num_threads(), os.cpu_count() or 1}) if cfg["threads"] == "auto" else [None]
+        # the cache build runs at whichever thread count the ThreadTuner finds faster: plan with the faster (an
+        # onnxruntime teacher keeps its own threads: one probe of it)
+        tune = cfg["threads"] == "auto" and teacher.torch_threads
+        threads = sorted({1, torch.get_num_threads(), os.cpu_count() or 1}) if tune else [None]
         rates = {}
         for n in threads:  # 1 thread: 256 images; more threads: 64 (a probe of them can take seconds under load)
             if n is not None:
                 torch.set_num_threads(n)
             k = 64 if n is not None and n > 1 else 256
             teacher.logits(x[:16])  # warm-up
-            rates[n or torch.get_num_threads()] = k / probe_seconds(teacher.logits, x[:k])
+            rates[n or ("own" if not teacher.torch_threads else torch.get_num_threads())] = \
+                k / probe_seconds(teacher.logits, x[:k])
         if threads != [None]:
             torch.set_num_threads(plan["threads_start"])
         plan["teacher_forwards_per_s_probe"] = t_fwd = max(rates.values())

@@ -44,6 +44,7 @@ class Teacher:
     sha256: str
     bf16: bool = False
     head = None
+    torch_threads = True  # its speed follows torch.set_num_threads (False: onnxruntime keeps its own threads)
     contract: dict
     contract_line: str = ""
 
@@ -163,6 +164,10 @@ class EnsembleTeacher(Teacher):
     @property
     def cache_spec(self) -> dict:
         return {"ensemble": [m.cache_spec for m in self.members]}
+
+    @property
+    def torch_threads(self) -> bool:
+        return any(m.torch_threads for m in self.members)
 
     @torch.no_grad()
     def logits(self, x_uint8: torch.Tensor) -> torch.Tensor:

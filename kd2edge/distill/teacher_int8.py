@@ -144,6 +144,7 @@ def build(teacher: TorchTeacher, calib: np.ndarray, cache_dir=None, log=print) -
 
 class Int8Teacher(Teacher):
     """A TorchTeacher's quantized ONNX graph, fed the same normalized input, run by onnxruntime."""
+    torch_threads = False  # the session's thread count is set when it is built
 
     def __init__(self, base: TorchTeacher, path: Path, onnx_sha256: str, threads: int | None = None):
         from kd2edge.runtimes import load_session

@@ -31,6 +31,22 @@ def arch_of(name) -> str | None:
     return PRETRAINED[str(name)][0] if str(name) in PRETRAINED else None
 
 
+# Named ensembles: name -> members (known teacher names)
+ENSEMBLES = {"cifar10-ensemble": ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet56"]}
+
+
+def ensemble_members(spec) -> list | None:
+    """The member specs when `spec` names an ensemble: a list, "a,b,c" or a name in ENSEMBLES; else None."""
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    text = str(spec)
+    if text in ENSEMBLES:
+        return list(ENSEMBLES[text])
+    if "," in text:
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return None
+
+
 def arch_of_file(path) -> str | None:
     """The architecture of a known checkpoint found by its file name (e.g. .../cifar10/resnet20-12fca82f.th)."""
     return next((arch for arch, _, rel, _ in PRETRAINED.values() if Path(str(path)).as_posix().endswith(rel)), None)

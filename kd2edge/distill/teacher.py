@@ -28,6 +28,7 @@ from kd2edge.batches import normalize
 from kd2edge.files import sha256
 from kd2edge.input_contract import (ONNX_GUESS, key as contract_key, onnx_default, onnx_layout, onnx_record,
                                     resolve_contract, run_session)
+from kd2edge.pretrained import ENSEMBLES, ensemble_members  # noqa: F401 (named ensembles live with the names)
 
 FLAG = "--teacher-input"
 
@@ -176,22 +177,6 @@ class EnsembleTeacher(Teacher):
     def penultimate(self, x_uint8):
         raise Kd2EdgeError("an ensemble teacher gives logits only; cross-dataset adaptation and feature methods "
                            "need a single PyTorch teacher")
-
-
-# Named ensembles: name -> members (known teacher names)
-ENSEMBLES = {"cifar10-ensemble": ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet56"]}
-
-
-def ensemble_members(spec) -> list | None:
-    """The member specs when `spec` names an ensemble: a list, "a,b,c" or a name in ENSEMBLES; else None."""
-    if isinstance(spec, (list, tuple)):
-        return list(spec)
-    text = str(spec)
-    if text in ENSEMBLES:
-        return list(ENSEMBLES[text])
-    if "," in text:
-        return [p.strip() for p in text.split(",") if p.strip()]
-    return None
 
 
 def load_teacher(spec: str, arch: str | None = None, bf16: bool = False, contract=None):

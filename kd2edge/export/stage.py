@@ -69,9 +69,8 @@ def _teacher_logits(record: dict, x: np.ndarray, contract=None):
     student's provenance recorded it was fed during distillation, else as the teacher file records. An
     ensemble (recorded with its members, or named: `cifar10-ensemble`, "a,b") gives its members' mean logits,
     as distillation saw them."""
-    from kd2edge.distill.teacher import ensemble_members
     from kd2edge.evaluate import load_predictor
-    from kd2edge.pretrained import arch_of_file
+    from kd2edge.pretrained import arch_of_file, ensemble_members
 
     path = str(record["path"])
     if path.startswith("ensemble(") and path.endswith(")"):  # how an ensemble's path is recorded

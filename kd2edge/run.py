@@ -22,7 +22,7 @@ from pathlib import Path
 from kd2edge import Kd2EdgeError
 from kd2edge.files import sha256, write_json
 from kd2edge.locations import run_folder
-from kd2edge.pretrained import arch_of
+from kd2edge.pretrained import arch_of, ensemble_members
 from kd2edge.verdict import check_rules
 
 DEFAULTS = {
@@ -98,6 +98,10 @@ def check_config(cfg: dict) -> None:
     from kd2edge.files import check_out_dir
     from kd2edge.numbers import number
 
+    if ensemble_members(cfg["teacher"]):
+        raise Kd2EdgeError(f"kd2edge run takes one teacher checkpoint, got the ensemble {cfg['teacher']!r}; distill "
+                           f"from an ensemble with `kd2edge distill --teacher {cfg['teacher']} ...`, then "
+                           f"`kd2edge export` its student")
     for section in SECTIONS:
         if not isinstance(cfg[section], dict):
             raise Kd2EdgeError(f"config key {section!r} must be a mapping, got {type(cfg[section]).__name__}")

@@ -157,6 +157,8 @@ def test_bad_config_is_one_line_error(tmp_path):
         load_config(bad)
     with pytest.raises(Kd2EdgeError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(Kd2EdgeError, match="kd2edge run takes one teacher checkpoint, got the ensemble"):
+        load_config({"name": "x", "teacher": "cifar10-ensemble"})
 
 
 def test_html_report_renders_in_headless_chromium(tiny_run, tmp_path):

@@ -262,8 +262,8 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
                 torch.set_num_threads(n)
             k = 64 if n is not None and n > 1 else 256
             teacher.logits(x[:16])  # warm-up
-            rates[n or ("own" if not teacher.torch_threads else torch.get_num_threads())] = \
-                k / probe_seconds(teacher.logits, x[:k])
+            key = n if n is not None else (torch.get_num_threads() if teacher.torch_threads else "own")
+            rates[key] = k / probe_seconds(teacher.logits, x[:k])
         if threads != [None]:
             torch.set_num_threads(plan["threads_start"])
         plan["teacher_forwards_per_s_probe"] = t_fwd = max(rates.values())

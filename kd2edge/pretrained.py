@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def ensemble_members(spec) -> list | None:
     if "," in text:
         return [p.strip() for p in text.split(",") if p.strip()]
     return None
+
+
+def ensemble_record(paths, shas) -> tuple[str, str]:
+    """(path, sha256) an ensemble teacher is recorded under: distillation writes it, export rebuilds it."""
+    return "ensemble(" + ", ".join(map(str, paths)) + ")", hashlib.sha256("+".join(shas).encode()).hexdigest()
 
 
 def arch_of_file(path) -> str | None:

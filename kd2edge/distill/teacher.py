@@ -28,7 +28,7 @@ from kd2edge.batches import normalize
 from kd2edge.files import sha256
 from kd2edge.input_contract import (ONNX_GUESS, key as contract_key, onnx_default, onnx_layout, onnx_record,
                                     resolve_contract, run_session)
-from kd2edge.pretrained import ENSEMBLES, ensemble_members  # noqa: F401 (named ensembles live with the names)
+from kd2edge.pretrained import ensemble_members, ensemble_record
 
 FLAG = "--teacher-input"
 
@@ -154,10 +154,10 @@ class EnsembleTeacher(Teacher):
         self.members, self.head, self.source = members, None, "ensemble"
         self.num_classes = classes.pop()
         self.bf16 = any(getattr(m, "bf16", False) for m in members)
-        self.sha256 = hashlib.sha256("+".join(m.sha256 for m in members).encode()).hexdigest()
+        path, self.sha256 = ensemble_record([m.info["path"] for m in members], [m.sha256 for m in members])
         self.contract = members[0].contract
         self.contract_line = f"ensemble of {len(members)}: " + "; ".join(m.contract_line for m in members)
-        self.info = {"path": "ensemble(" + ", ".join(str(m.info["path"]) for m in members) + ")",
+        self.info = {"path": path,
                      "sha256": self.sha256, "arch": "ensemble", "source": "ensemble", "num_classes": self.num_classes,
                      "members": [{"path": str(m.info["path"]), "sha256": m.sha256, "arch": m.info.get("arch")}
                                  for m in members]}

@@ -8,7 +8,6 @@ logits are loaded once (`load_source`) for every target and precision. Each fold
 from __future__ import annotations
 
 import datetime
-import hashlib
 import shutil
 import sys
 import time
@@ -70,7 +69,7 @@ def _teacher_logits(record: dict, x: np.ndarray, contract=None):
     ensemble (recorded with its members, or named: `cifar10-ensemble`, "a,b") gives its members' mean logits,
     as distillation saw them."""
     from kd2edge.evaluate import load_predictor
-    from kd2edge.pretrained import arch_of_file, ensemble_members
+    from kd2edge.pretrained import arch_of_file, ensemble_members, ensemble_record
 
     path = str(record["path"])
     if path.startswith("ensemble(") and path.endswith(")"):  # how an ensemble's path is recorded
@@ -79,10 +78,9 @@ def _teacher_logits(record: dict, x: np.ndarray, contract=None):
     if members:
         runs = [_teacher_logits(m, x, contract or record.get("input")) for m in members]
         recs = [r for _, r in runs]
-        sha = hashlib.sha256("+".join(r["sha256"] for r in recs).encode()).hexdigest()  # = EnsembleTeacher's
+        path, sha = ensemble_record([r["path"] for r in recs], [r["sha256"] for r in recs])
         return np.mean([z for z, _ in runs], axis=0), {
-            "path": "ensemble(" + ", ".join(r["path"] for r in recs) + ")", "sha256": sha, "arch": "ensemble",
-            "input": recs[0]["input"], "members": recs}
+            "path": path, "sha256": sha, "arch": "ensemble", "input": recs[0]["input"], "members": recs}
     try:
         pred = load_predictor(record["path"], record.get("arch"), contract=contract or record.get("input"),
                               flag="--teacher-input")

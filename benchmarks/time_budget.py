@@ -19,6 +19,7 @@ Arguments after `--` are passed to every `kd2edge distill` command. Data: --data
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -107,6 +108,11 @@ def run_one(method: str, seed: int, a, extra: list[str], work: Path) -> dict:
                 "teacher_fps_probe": b.get("teacher_forwards_per_s_probe"),
                 "teacher_top1": m.get("teacher", {}).get("top1"), "params": m["student"]["params"],
                 "macs": m["student"].get("macs")})
+    with open(out / "history.csv", newline="") as f:  # the last epoch: fit on the training views, and with
+        last = list(csv.DictReader(f))[-1]  # --set ema=D the last step's weights (before the average)
+    row["train_top1_last_epoch"] = round(float(last["train_top1"]), 2)
+    if last.get("val_top1_last_step"):
+        row["top1_last_step"] = round(float(last["val_top1_last_step"]), 2)
     if a.keep_runs:
         shutil.copytree(out, Path(a.keep_runs) / out.name, dirs_exist_ok=True)
     return row

@@ -96,6 +96,8 @@ def test_budget_run_plans_and_stops_on_time(tmp_path, cifar10_dir, teacher_path)
     # a step takes ~1 s of the ~8 s slice on a loaded machine, and a slowdown seen late moves the end earlier;
     # measured under load 3.5: 0.33 of the peak)
     assert float(last["lr_end"]) < 0.5 * 0.2
+    # ema: the averaged weights are the student, and the last step's weights were scored too (their own number)
+    assert 0.0 <= float(last["val_top1_last_step"]) <= 100.0 and last["val_top1_last_step"] != ""
     assert r["metrics"]["last"]["n"] == 500  # the final evaluation ran on every validation image (learning: test_distill_run)
     saved = json.loads((Path(r["run_dir"]) / "budget.json").read_text())
     assert saved["budget_s"] == budget

@@ -178,6 +178,32 @@ def test_eval_bundle_of_an_ensemble_distilled_student(with_members, student, tea
     assert meta["teacher"]["arch"] == "ensemble" and len(meta["teacher"]["members"]) == 2
 
 
+def test_a_teacher_file_that_changed_since_distillation_is_refused(student, teacher_path, tmp_path, cifar10_dir):
+    """The eval bundle's teacher logits must come from the file the student learned from: a student records its
+    teacher's sha256, and export checks it (a retrained or swapped file at the same path is named, not used)."""
+    from kd2edge.checkpoint import load_model, save_checkpoint
+    from kd2edge.export import export
+    from kd2edge.files import sha256
+
+    model, info = load_model(student)
+    copy = tmp_path / "teacher.th"
+    shutil.copy(teacher_path("resnet20"), copy)
+    ckpt = tmp_path / "s.pt"
+    save_checkpoint(ckpt, model, arch="resnet8", classes=info["classes"], preprocess=info["preprocessing"],
+                    provenance={"dataset": "cifar10", "teacher": {"path": str(copy), "arch": "resnet20",
+                                                                  "sha256": sha256(copy)}})
+    kw = dict(calib_images=N_CALIB, eval_images=20, data_dir=cifar10_dir, progress=False, command="pytest")
+    export(ckpt, "onnx", out=tmp_path / "same", **kw)  # the recorded file: accepted
+    state = torch.load(copy, map_location="cpu", weights_only=True)
+    weights = state.get("state_dict", state)
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() == 4)
+    weights[name] = weights[name] * 1.01  # the same architecture, retrained a little: a different teacher
+    torch.save(state, copy)
+    with pytest.raises(Kd2EdgeError, match="is not the file .* was distilled from .*pass --teacher PATH"):
+        export(ckpt, "onnx", out=tmp_path / "changed", **kw)
+    assert not (tmp_path / "changed").exists() or not any((tmp_path / "changed").iterdir())
+
+
 def _tflite_metadata(path) -> dict:
     """The `kd2edge` entry of a .tflite file's metadata table."""
     from ai_edge_litert import schema_py_generated as schema
@@ -267,6 +293,32 @@ def test_int8_activations_rewritten_to_uint8_exactly(exported, cifar10_test, tmp
     _ort_session(u8, fuse=True, optimized=tmp_path / "u8-opt.onnx")
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "u8-opt.onnx")).graph.node}
     assert activations_to_uint8(proto) == 0  # nothing left to rewrite
+
+
+def test_entropy_calibration_is_not_min_max(exported, cifar10_test, tmp_path):
+    """onnxruntime's quantize_static gives its entropy calibrator 128 bins for 128 quantized levels: one candidate
+    range, so "entropy" was min-max under another name (identical int8 results in the calibration study).
+    quantize_graph calibrates entropy itself on a fine histogram: ranges clip the tails, never widen them."""
+    import onnx
+    from onnx import numpy_helper
+
+    from kd2edge.onnx_graph import quantize_graph
+
+    _, out = exported
+    x = cifar10_test.x[:32].astype(np.float32)
+
+    def activation_scales(method):
+        path = tmp_path / f"{method}.onnx"
+        quantize_graph(out / "r8-onnx" / "model.onnx", path, x, method)
+        g = onnx.load(str(path)).graph
+        consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        return {n.input[0]: float(consts[n.input[1]]) for n in g.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in consts and consts[n.input[1]].size == 1}
+
+    minmax, entropy = activation_scales("minmax"), activation_scales("entropy")
+    assert minmax.keys() == entropy.keys() and len(minmax) >= 8
+    assert all(entropy[k] <= minmax[k] * (1 + 1e-5) for k in minmax)
+    assert sum(entropy[k] < 0.9 * minmax[k] for k in minmax) >= len(minmax) // 2
 
 
 def _corrupt_first_conv_weight(package):

@@ -121,7 +121,12 @@ def load_source(checkpoint, arch: str | None = None, dataset: str | None = None,
               "classes": np.array(classes)}
     t_record = _teacher_record(info, teacher)
     if t_record:
+        recorded = None if teacher else t_record.get("sha256")  # the file the student was distilled from
         t_logits, t_record = _teacher_logits(t_record, test.x, teacher_input)
+        if recorded and t_record["sha256"] != recorded:
+            raise Kd2EdgeError(f"teacher {t_record['path']} is not the file {checkpoint} was distilled from (sha256 "
+                               f"{t_record['sha256'][:12]}, recorded {recorded[:12]}): restore that file, or pass "
+                               "--teacher PATH to compare against this one")
         if t_logits.shape[1] == reference.shape[1]:
             bundle["teacher_logits"] = t_logits.astype(np.float32)
         else:  # e.g. a CIFAR-100 teacher of a CIFAR-10 student: no drift to measure on these labels

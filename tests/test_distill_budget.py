@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from kd2edge import Kd2EdgeError, cli
 from kd2edge.distill import distill
@@ -251,3 +252,27 @@ def test_fresh_views_in_an_epoch_counted_kd_run_fill_the_cache_first(tmp_path, c
     took = {k: (r["metrics"]["train_seconds"] + fill[k]) / 60 for k, r in runs.items()}  # the report's schedule line
     assert schedule_text({"epochs": 2}, runs) == (f"2 epochs per student (training took fresh 0.0 {took['fresh 0.0']:.1f} "
                                                   f"min, fresh 0.5 {took['fresh 0.5']:.1f} min, its teacher pass included)")
+
+
+def test_refresh_bn_recomputes_the_statistics_over_the_images(cifar10_dir):
+    """The EMA student's BatchNorm statistics are those of its own weights on the training images (an average of
+    the buffers cost 0.55 point at 60 min), and the model comes back in the mode and momentum it had."""
+    from kd2edge.batches import Normalizer
+    from kd2edge.data import STATS, load_dataset
+    from kd2edge.distill.loop import refresh_bn
+    from kd2edge.zoo import create_model
+
+    x = torch.from_numpy(load_dataset("cifar10", "train", cifar10_dir, limit=600).x)
+    norm = Normalizer(STATS["cifar10"]["mean"], STATS["cifar10"]["std"], channels_last=True)
+    torch.manual_seed(0)
+    model = create_model("fastcnn").eval()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(100.0)
+    bn.running_var.fill_(1e-3)
+    refresh_bn(model, norm, x, {"augment": False, "seed": 0, "pad": 4, "flip": True}, batch_size=200)
+    with torch.no_grad():
+        z = conv(norm(x))  # what the first BN sees: 3 equal batches, so the plain average is the overall mean
+    torch.testing.assert_close(bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bn.running_var, z.var((0, 2, 3)), rtol=0.05, atol=1e-4)
+    assert not model.training and bn.momentum == 0.1

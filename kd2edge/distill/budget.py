@@ -246,7 +246,9 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
     # final evaluation (student over the test set) + outputs, with margin
     predict_logits(student, normalizer, x[:64], env.device, 64, env.amp)  # warm-up
     t_eval = probe_seconds(predict_logits, student, normalizer, x[:256], env.device, 256, env.amp) * n_val / 256
-    evals = 2 if cfg["ema"] else 1  # with ema the last step's weights are scored too
+    # with ema: the last step's weights are scored too, and the average's BN statistics are recomputed over the
+    # training images (a forward pass each, ~ an evaluation per n_val images)
+    evals = (2 + n_train / n_val) if cfg["ema"] else 1
     reserve = 1.3 * evals * t_eval + 4.0 + 0.005 * clock.budget  # (+ process exit; scaled up by Clock.observe under load)
     plan = {"budget_s": clock.budget, "student_train_ips_probe": s_ips, "reserve_s": reserve,
             "threads_start": torch.get_num_threads(), "setup_s": clock.elapsed()}

@@ -75,7 +75,7 @@ def train(cfg: dict) -> dict:
 
 def _train(cfg: dict) -> dict:
     from kd2edge.distill import budget
-    from kd2edge.distill.loop import make_ema
+    from kd2edge.distill.loop import make_ema, refresh_bn
     from kd2edge.distill.outputs import teacher_eval_cached, teacher_eval_logits, write_outputs
     from kd2edge.distill.teacher_cache import TeacherCache
     from kd2edge.progress import progress_bars
@@ -161,10 +161,11 @@ def _train(cfg: dict) -> dict:
     if not rank0:
         return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": {}}
     raw_row = None
-    if ema is not None:  # the averaged weights (and BN statistics) become the student; the last step's weights are
-        # scored first, so one run measures what the average is worth (history: val_top1_last_step)
+    if ema is not None:  # the averaged weights become the student, with BN statistics recomputed for them; the
+        # last step's weights are scored first, so one run measures what the average is worth (val_top1_last_step)
         raw_row = validate(student, normalizer, x_val, y_val, env.device, env.amp and clock is not None)[0]
         student.load_state_dict(ema.module.state_dict())
+        refresh_bn(student, normalizer, data.x, cfg, env.device, env.amp)
     if clock is not None:
         plan["phases"]["trained"] = clock.elapsed()
         plan["reserve_s_final"] = clock.deadline - clock.train_end

@@ -256,7 +256,7 @@ def test_fresh_views_in_an_epoch_counted_kd_run_fill_the_cache_first(tmp_path, c
 
 def test_refresh_bn_recomputes_the_statistics_over_the_images(cifar10_dir):
     """The EMA student's BatchNorm statistics are those of its own weights on the training images (an average of
-    the buffers cost 0.55 point at 60 min), and the model comes back in the mode and momentum it had."""
+    the buffers cost 0.57 point at 60 min), and the model comes back in the mode and momentum it had."""
     from kd2edge.batches import Normalizer
     from kd2edge.data import STATS, load_dataset
     from kd2edge.distill.loop import refresh_bn

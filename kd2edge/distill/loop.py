@@ -75,7 +75,7 @@ def refresh_bn(model, normalizer: Normalizer, x: torch.Tensor, cfg: dict, device
     """Recompute every BatchNorm's running statistics as the plain average over `x` (uint8 NHWC) shown as
     training shows it (one random view per image when cfg augments). An exponential moving average of the
     weights needs this: the average of the BN buffers is not the statistics of the averaged weights (fastcnn,
-    60 min: 89.99% with averaged buffers, 90.54% recomputed; benchmarks/distill.md)."""
+    60 min: 89.99% with averaged buffers, 90.56% recomputed; benchmarks/distill.md)."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return

@@ -160,10 +160,10 @@ def _train(cfg: dict) -> dict:
         torch.distributed.barrier()
     if not rank0:
         return {"checkpoint": str(out / "student.pt"), "run_dir": str(out), "metrics": {}}
-    raw_row = None
     if ema is not None:  # the averaged weights become the student, with BN statistics recomputed for them; the
         # last step's weights are scored first, so one run measures what the average is worth (val_top1_last_step)
         raw_row = validate(student, normalizer, x_val, y_val, env.device, env.amp and clock is not None)[0]
+        history[-1].update({f"{k}_last_step": v for k, v in raw_row.items()})
         student.load_state_dict(ema.module.state_dict())
         refresh_bn(student, normalizer, data.x, cfg, env.device, env.amp)
     if clock is not None:
@@ -176,9 +176,6 @@ def _train(cfg: dict) -> dict:
         plan["phases"]["evaluated"] = clock.elapsed()
         plan["eval_precision"] = "bf16" if env.amp else "fp32"
         history[-1].update(val_row)
-    if raw_row is not None:
-        history[-1].update({f"{k}_last_step": v for k, v in raw_row.items()})
-    if clock is not None:
         best = dict(history[-1])
         cfg = {**cfg, "epochs": len(history)}
     t_val = None

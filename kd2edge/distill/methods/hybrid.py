@@ -11,7 +11,8 @@ from kd2edge import Kd2EdgeError
 from kd2edge.distill.methods.kd import KD
 
 DEFAULT_FEATURE_LAYER = {"CifarResNet": "layer3", "PlainCNN": "features", "FastCNN": "features",
-                         "MobileNetV2Cifar": "features", "RecursiveScriptModule": "layer3"}
+                         "MobileNetV2Cifar": "features", "ShuffleNetV2Cifar": "features",
+                         "RecursiveScriptModule": "layer3"}
 
 
 def default_feature_layer(model: nn.Module) -> str:

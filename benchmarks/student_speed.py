@@ -8,6 +8,7 @@ Students are interleaved round by round so a change in machine load hits all ali
 is reported, with params, MACs and the effective GMAC/s (3 x forward MACs per trained image).
 
     .venv/bin/python benchmarks/student_speed.py fastcnn shufflenetv2 mobilenetv2 resnet8 --rounds 3
+    .venv/bin/python benchmarks/student_speed.py fastcnn 'fastcnn:{"widths": [48, 96, 192]}'   # size knobs as JSON
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _time_budget_module():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("students", nargs="+", help="zoo names")
+    ap.add_argument("students", nargs="+", help='zoo names, each optionally with size knobs: NAME:{"knob": value}')
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per row and round (after one warm-up)")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -53,8 +54,9 @@ def main() -> None:
     precisions = (["bf16"] if bf16_supported() else []) + ["fp32"]
     nets = {}
     for name in args.students:
+        arch, sep, knobs = name.partition(":{")  # not tv:<name>'s colon
         torch.manual_seed(0)
-        m = create_model(name)
+        m = create_model(arch, **(json.loads("{" + knobs) if sep else {}))
         nets[name] = {"model": m.to(memory_format=torch.channels_last), "params": count_params(m),
                       "macs": count_macs(m)}
     machine = {**tb.cpu_isa(), "threads": torch.get_num_threads(), "loadavg_before": tb.loadavg()}
@@ -65,7 +67,7 @@ def main() -> None:
                 ips = probe_student_rate(net["model"], None, normalizer, x, args.batch_size, p == "bf16", "cpu",
                                          10, steps=args.steps)
                 rates[(name, p)].append(ips)
-                print(f"round {r}: {name:14s} {p}: {ips:8.0f} img/s", flush=True)
+                print(f"round {r}: {name[:30]:30s} {p}: {ips:8.0f} img/s", flush=True)
     machine["loadavg_after"] = tb.loadavg()
     rows = []
     for name, net in nets.items():
@@ -76,10 +78,10 @@ def main() -> None:
             row[f"{p}_img_s_rounds"] = [round(v, 1) for v in rates[(name, p)]]
             row[f"{p}_gmac_s"] = round(3 * net["macs"] * ips / 1e9, 1)
         rows.append(row)
-    print(f"\n{'student':14s} {'params':>9s} {'MACs':>7s} " + " ".join(f"{p + ' img/s':>11s} {p + ' GMAC/s':>12s}"
+    print(f"\n{'student':30s} {'params':>9s} {'MACs':>7s} " + " ".join(f"{p + ' img/s':>11s} {p + ' GMAC/s':>12s}"
                                                                   for p in precisions))
     for row in rows:
-        print(f"{row['student']:14s} {row['params']:9,d} {row['macs'] / 1e6:6.2f}M " + " ".join(
+        print(f"{row['student'][:30]:30s} {row['params']:9,d} {row['macs'] / 1e6:6.2f}M " + " ".join(
             f"{row[p + '_img_s']:11,.0f} {row[p + '_gmac_s']:12.1f}" for p in precisions))
     print(f"machine: {machine}")
     out = ROOT / "benchmarks/results" / f"{args.tag}.json"

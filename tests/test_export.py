@@ -454,3 +454,27 @@ def test_cli_export_and_errors(student, tmp_path, cifar10_dir):
                               "--data-dir", str(cifar10_dir)])
     assert res.exit_code == 1 and "--max-drop must be a number >= 0" in str(res.exception)
     assert not (tmp_path / "strict").exists()
+
+
+def test_coreml_numpy_check_runs_a_channel_shuffle_net(tmp_path, cifar10_dir):
+    """shufflenetv2's chunk / concat / 5-D reshape-transpose convert to CoreML, and the numpy evaluation of the
+    saved ML program (the off-macOS check) computes what PyTorch does."""
+    from kd2edge.checkpoint import preprocessing
+    from kd2edge.data import STATS, load_dataset
+    from kd2edge.export import coreml
+    from kd2edge.export.graph import deployable
+    from kd2edge.export.mil_eval import evaluate_program, load_program
+    from kd2edge.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("shufflenetv2", stem=8, widths=(16, 32), repeats=(2, 2), last_channels=32).eval()
+    prep = preprocessing(STATS["cifar10"]["mean"], STATS["cifar10"]["std"])
+    x = load_dataset("cifar10", "test", cifar10_dir, limit=4).x
+    coreml.convert(model, prep, tmp_path / "m.mlpackage", "fp32", x)
+    program = load_program(tmp_path / "m.mlpackage")
+    assert {"concat", "split"} <= {op.op_type for op in program.functions["main"].operations}
+    got = np.concatenate([evaluate_program(program, {"pixels": x[i:i + 1].astype(np.float32)})["logits"]
+                          for i in range(len(x))])
+    with torch.no_grad():
+        ref = deployable(model, prep, channels_last=True)(torch.as_tensor(x).float()).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

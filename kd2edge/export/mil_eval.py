@@ -124,6 +124,20 @@ def _dequantize(input, scale, zero_point=None, axis=None):
     return ((input.astype(np.float32) - z) * s).astype(np.asarray(scale).dtype)
 
 
+def _concat(values, axis, interleave=False):
+    values = [np.asarray(v) for v in values]
+    axis = int(axis) % values[0].ndim
+    if not interleave:
+        return np.concatenate(values, axis)
+    stacked = np.stack(values, axis + 1)  # out[..., i * n + j, ...] = values[j][..., i, ...]
+    return stacked.reshape(*values[0].shape[:axis], -1, *values[0].shape[axis + 1:])
+
+
+def _split(x, axis, num_splits=None, split_sizes=None):
+    points = np.cumsum(split_sizes)[:-1] if split_sizes is not None else int(num_splits)
+    return tuple(np.split(x, points, axis=int(axis)))
+
+
 def _f(a):
     return a.dtype if a.dtype in (np.float16, np.float32, np.float64) else np.float32
 
@@ -150,6 +164,8 @@ OPS = {
         x.astype(np.float32), axis=None if axes is None else tuple(int(a) for a in axes),
         keepdims=bool(keep_dims)).astype(_f(x)),
     "slice_by_index": _slice,
+    "concat": _concat,
+    "split": _split,
     "pad": _pad,
     "cast": lambda x, dtype: x.astype(DTYPES[str(dtype)]),
     "identity": lambda x: x,

@@ -54,8 +54,6 @@ def test_clock_progress_and_reserve():
 
 
 def test_thread_tuner_keeps_the_faster_setting(monkeypatch):
-    import torch
-
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -145,7 +143,6 @@ def test_too_small_budget_is_one_line_naming_the_smallest_that_works(tmp_path, c
 
 
 def test_kd_rows_without_teacher_logits_learn_from_labels():
-    import torch
     import torch.nn.functional as F
 
     from kd2edge.distill.methods.kd import KD, kd_term
@@ -165,7 +162,6 @@ def test_kd_rows_without_teacher_logits_learn_from_labels():
 
 def test_cache_fill_can_stop_early_and_cache_only_marks_misses(tmp_path, cifar10_test, teacher_path):
     import numpy as np
-    import torch
 
     from kd2edge.batches import apply_views
     from kd2edge.distill.teacher_cache import TeacherCache
@@ -189,7 +185,6 @@ def test_fresh_views_show_a_fraction_as_new_views_taught_by_the_cached_one(tmp_p
     """A budgeted kd run caches 1-2 teacher views per image; `fresh_views` shows that fraction of the samples as a
     new random view instead, taught with the logits of the image's cached view; the rest see the cached view."""
     import numpy as np
-    import torch
 
     from kd2edge.batches import Normalizer, apply_views
     from kd2edge.distill.loop import Env, TrainSet, train_epoch

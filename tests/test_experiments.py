@@ -26,8 +26,12 @@ def test_every_planned_run_resolves_with_the_budget(exp, tmp_path):
     for budget in exp.BUDGETS:
         for name in names:
             cfg = resolve_config(exp.run_config(name, 0, budget, tmp_path))
-            assert cfg["student"] == "resnet8" and cfg["limit_train"] == exp.BUDGETS[budget]["limit_train"]
+            b = exp.BUDGETS[budget]
+            assert cfg["student"] == b["student"] and cfg["limit_train"] == b["limit_train"]
             assert cfg["method"] == "ce" or cfg["teacher"]
+            if b.get("time_budget"):  # the budget recipe, restarted from a cold cache of its own
+                assert cfg["time_budget"] == b["time_budget"] and cfg["fresh_views"] == 0.75 and not cfg["resume"]
+                assert cfg["cache_dir"] == str(tmp_path / f"{name}-s0-cache")
     assert resolve_config(exp.run_config("2_T8", 0, "cpu", tmp_path))["T"] == {"kind": "constant", "value": 8.0}
     assert resolve_config(exp.run_config("2_alpha0", 0, "cpu", tmp_path))["alpha"]["value"] == 0.0
     assert exp.run_config("5_kd_c100_probe", 0, "cpu", tmp_path)["adapt"] == "probe"
@@ -36,7 +40,7 @@ def test_every_planned_run_resolves_with_the_budget(exp, tmp_path):
 def test_same_steps_control_matches_the_kd_run_steps(exp, tmp_path):
     from kd2edge.distill.loop import steps_per_epoch
 
-    for budget in exp.BUDGETS:
+    for budget in [b for b in exp.BUDGETS if not exp.BUDGETS[b].get("time_budget")]:
         kd = exp.run_config("4_kd_5pct", 0, budget, tmp_path)
         ce = exp.run_config("4_ce_5pct_same_steps", 0, budget, tmp_path)
         n = kd["limit_train"] or 50000

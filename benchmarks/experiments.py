@@ -107,7 +107,7 @@ def run_config(name: str, seed: int, budget_name: str, runs_dir: Path) -> dict:
            "data_dir": str(ROOT / "data"), "out": str(runs_dir / f"{name}-s{seed}")}
     if cfg.get("time_budget"):  # a budgeted run restarts (its schedule follows the clock) from a cold cache
         cfg.update(resume=False, overwrite=True, cache_dir=str(runs_dir / f"{name}-s{seed}-cache"))
-    if name in SAME_STEPS:
+    if name in SAME_STEPS and not cfg.get("time_budget"):  # equal wall time needs no steps control
         from kd2edge.distill.loop import steps_per_epoch
 
         ref = {**BUDGETS[budget_name], **load_run_config(SAME_STEPS[name])}

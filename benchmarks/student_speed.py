@@ -45,6 +45,7 @@ def main() -> None:
     from kd2edge.data import STATS, load_dataset
     from kd2edge.distill.budget import probe_student_rate
     from kd2edge.distill.config import bf16_supported
+    from kd2edge.files import write_json
     from kd2edge.zoo import count_macs, count_params, create_model
 
     tb = _time_budget_module()
@@ -85,9 +86,9 @@ def main() -> None:
             f"{row[p + '_img_s']:11,.0f} {row[p + '_gmac_s']:12.1f}" for p in precisions))
     print(f"machine: {machine}")
     out = ROOT / "benchmarks/results" / f"{args.tag}.json"
-    out.write_text(json.dumps({"command": "benchmarks/student_speed.py " + " ".join(args.students) +
-                               f" --rounds {args.rounds} --steps {args.steps}", "batch_size": args.batch_size,
-                               "machine": machine, "rows": rows, "torch": torch.__version__}, indent=1))
+    write_json(out, {"command": "benchmarks/student_speed.py " + " ".join(args.students) +
+                     f" --rounds {args.rounds} --steps {args.steps}", "batch_size": args.batch_size,
+                     "machine": machine, "rows": rows, "torch": torch.__version__})  # temp file, then rename
     print(f"wrote {out}")
 
 

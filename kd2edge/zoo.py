@@ -193,7 +193,7 @@ class ShuffleUnit(nn.Module):
         half = cout // 2
         self.stride = stride
         self.branch1 = (nn.Sequential(conv_bn(cin, cin, 3, stride, groups=cin, act=False), conv_bn(cin, half, 1))
-                        if stride > 1 else nn.Identity())
+                        if stride > 1 else None)  # stride 1: the first half passes through
         b_in = cin if stride > 1 else half
         self.branch2 = nn.Sequential(conv_bn(b_in, half, 1), conv_bn(half, half, 3, stride, groups=half, act=False),
                                      conv_bn(half, half, 1))

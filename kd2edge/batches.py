@@ -1,5 +1,5 @@
-"""Batches on whole tensors: shuffling, augmentation (random translate with zero padding, horizontal flip)
-and normalization, no per-sample PIL and no worker processes (the cifar10-airbench way).
+"""Batches on whole tensors: shuffling, augmentation (random translate with zero padding, horizontal flip,
+optional cutout) and normalization, no per-sample PIL and no worker processes (the cifar10-airbench way).
 
 Augmentation views are enumerable: view = (flip, dy, dx) with dy, dx in [-pad, pad], encoded as one
 integer (`view_id`), so a teacher's output for a given view can be cached and replayed exactly.
@@ -60,6 +60,20 @@ def apply_views(x: torch.Tensor, view: torch.Tensor, pad: int = 4) -> torch.Tens
     cols = (pad + dx)[:, None] + torch.arange(w)
     cols = torch.where(flip[:, None].bool(), cols.flip(1), cols)
     return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def cutout(x: torch.Tensor, centers: torch.Tensor, side: int) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017) on normalized NCHW input: a side x side square around each image's
+    (row, col) center set to 0, the dataset mean; squares reaching past the border are clipped there."""
+    if side <= 0:
+        return x
+    h, w = x.shape[-2:]
+    top = centers[:, :1, None] - side // 2  # (n, 1, 1)
+    left = centers[:, 1:, None] - side // 2
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)  # (n, h, w)
+    return x.masked_fill(inside[:, None].to(x.device), 0.0)
 
 
 def iterate(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer, apply_views, decode_views, iterate, normalize, num_views
+from kd2edge.batches import Normalizer, apply_views, cutout, decode_views, iterate, normalize, num_views
 from kd2edge.data import CIFAR10_CLASSES, STATS, load_dataset
 
 
@@ -219,6 +219,27 @@ def test_views_translate_and_flip_known_arrays():
     assert (out[v][:-1] == img[1:]).all() and (out[v][-1] == 0).all()
     identity = 0 * side * side + 2 * side + 2
     assert (out[identity] == img).all() and (out[identity + side * side] == img[:, ::-1]).all()
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+    x = torch.ones(3, 2, 8, 10)
+    centers = torch.tensor([[4, 5], [0, 0], [7, 9]])  # interior; top-left corner; bottom-right corner
+    out = cutout(x, centers, 4)
+    zero = (out == 0).all(1)  # every channel zeroed at the same pixels
+    assert ((out == 0) | (out == 1)).all() and torch.equal(zero, (out == 0).any(1))
+    assert torch.equal(zero[0].nonzero().min(0).values, torch.tensor([2, 3]))  # rows 2..5, cols 3..6
+    assert zero[0].sum() == 16 and zero[0, 2:6, 3:7].all()
+    assert zero[1].sum() == 4 and zero[1, :2, :2].all()  # rows/cols -2..1 clipped to 0..1
+    assert zero[2].sum() == 9 and zero[2, 5:, 7:].all()  # rows 5..8 -> 5..7, cols 7..10 -> 7..9
+    assert cutout(x, centers, 0) is x
+
+
+def test_cutout_is_a_validated_distill_key():
+    from kd2edge.distill.config import resolve_config
+
+    assert resolve_config(method="ce")["cutout"] == 0 and resolve_config({"cutout": 8}, method="ce")["cutout"] == 8
+    with pytest.raises(Kd2EdgeError, match="cutout"):
+        resolve_config({"cutout": -1}, method="ce")
 
 
 def test_view_ids_round_trip():

@@ -33,13 +33,14 @@ def test_yaml_config_with_flag_override(tmp_path, cifar10_dir):
            "limit_val": 200, "batch_size": 128, "latency": False, "progress": False, "data_dir": str(cifar10_dir)}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     p = kd2edge("distill", "--config", str(tmp_path / "c.yaml"), "--method", "ce", "--epochs", "1",
-                "--set", "label_smoothing=0.1", "--set", "epochs=2", "--set", "alpha={kind: linear, start: 1, end: 0}",
-                "--out", str(tmp_path / "run"), "--json")
+                "--set", "label_smoothing=0.1", "--set", "cutout=8", "--set", "epochs=2",
+                "--set", "alpha={kind: linear, start: 1, end: 0}", "--out", str(tmp_path / "run"), "--json")
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout[p.stdout.index("{"):])
     resolved = json.loads((Path(r["run_dir"]) / "config.json").read_text())
     assert resolved["method"] == "ce" and resolved["student_kwargs"] == {"width": 8}
     assert resolved["epochs"] == 1  # a flag overrides --set, which overrides the file
-    assert resolved["label_smoothing"] == 0.1 and resolved["alpha"] == {"kind": "linear", "start": 1, "end": 0}
+    assert resolved["label_smoothing"] == 0.1 and resolved["cutout"] == 8
+    assert resolved["alpha"] == {"kind": "linear", "start": 1, "end": 0}
     p = kd2edge("distill", "--set", "epoch=3", "--method", "ce")
     assert p.returncode == 1 and "unknown distill config key(s): epoch" in p.stdout

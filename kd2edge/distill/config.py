@@ -29,7 +29,7 @@ DEFAULTS = {
     "dataset": "cifar10", "data_dir": None, "limit_train": None, "limit_val": None,
     "labeled_fraction": 1.0, "unlabeled": None, "adapt": None,
     "seed": 0, "deterministic": False, "out": None, "resume": False, "overwrite": False,
-    "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True,
+    "cache": True, "cache_dir": None, "views_per_image": 8, "augment": True, "pad": 4, "flip": True, "cutout": 0,
     "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
     "latency": True, "val_every": 1,
     "time_budget": None, "cache_fraction": 0.25, "fresh_views": 0.0, "ema": None,
@@ -56,7 +56,8 @@ NUMBERS = {
     "label_smoothing": {"low": 0, "high": 1, "high_open": True}, "labeled_fraction": {"low": 0, "high": 1},
     "limit_train": {"integer": True, "low": 1, "none": True}, "limit_val": {"integer": True, "low": 1, "none": True},
     "seed": {"integer": True, "low": 0}, "views_per_image": {"integer": True, "low": 1},
-    "pad": {"integer": True, "low": 0}, "fresh_views": {"low": 0, "high": 1, "high_open": True},
+    "pad": {"integer": True, "low": 0}, "cutout": {"integer": True, "low": 0},
+    "fresh_views": {"low": 0, "high": 1, "high_open": True},
     # threads: a positive integer or "auto", checked below
 }
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer, apply_views, iterate, num_views
+from kd2edge.batches import Normalizer, apply_views, cutout, iterate, num_views
 from kd2edge.distill.schedules import LR_SCHEDULES, lr_multiplier, value_at
 from kd2edge.metrics import topk_accuracy
 
@@ -132,6 +132,10 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         # cached view (nearly consistent; beats labels-only for them: benchmarks/distill.md, "Equal wall time")
         fresh = (torch.rand(n, generator=view_gen) < float(cfg["fresh_views"]),
                  torch.randint(0, num_views(cfg["pad"], cfg["flip"]), (n,), generator=view_gen))
+    # cutout squares on the student's input only (drawn last, so the draws above do not change with it): the
+    # teacher's logits stay those of the whole view, cached or live
+    side = int(cfg.get("cutout") or 0) if cfg["augment"] else 0
+    centers = torch.randint(0, 1 << 30, (n, 2), generator=view_gen) % torch.tensor(data.x.shape[1:3]) if side else None
     progress0 = clock.progress() if clock is not None else None
     T = value_at(cfg["T"], epoch, cfg["epochs"], progress0)
     alpha = value_at(cfg["alpha"], epoch, cfg["epochs"], progress0)
@@ -162,7 +166,8 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
             t_logits = source.logits(idx, slot, xb)
         teacher_s += time.perf_counter() - tt
         with autocast(device, env.amp):
-            s_logits = student(normalizer(xb.to(device, non_blocking=True)))
+            inp = normalizer(xb.to(device, non_blocking=True))
+            s_logits = student(cutout(inp, centers[idx], side) if side else inp)
         feats = method.features(device) if method.needs_features else None
         yb, lb = data.y[idx].to(device), data.labeled[idx].to(device)
         loss, parts = method(s_logits.float(), None if t_logits is None else t_logits.to(device), yb, lb, T, alpha,

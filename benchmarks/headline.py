@@ -107,6 +107,9 @@ def plot(s: dict, path: Path) -> Path | None:
                    capsize=3, label=label)
         for r in rs:
             a.scatter([r["budget_s"] / 60] * len(r["top1"]), r["top1"], color=color, s=10, alpha=0.5)
+            if method == "kd":
+                a.annotate(f"{r['student']}, {r['macs'] / 1e6:.1f}M MACs", (r["budget_s"] / 60, r["mean"]),
+                           textcoords="offset points", xytext=(0, 9), fontsize=7, ha="center")
             b.scatter(r["macs"] / 1e6, r["mean"], color=color, marker=marker,
                       label=label if r is rs[0] else None)
             b.annotate(r["budget"], (r["macs"] / 1e6, r["mean"]), textcoords="offset points", xytext=(5, -3),
@@ -117,6 +120,7 @@ def plot(s: dict, path: Path) -> Path | None:
         b.annotate(name.split(" (")[0], (ref["macs"] / 1e6, ref["top1"]), textcoords="offset points",
                    xytext=(5, -3), fontsize=7)
     a.set_xscale("log")
+    a.set_xlim(3, 250)
     a.set_xlabel("wall-clock budget per student (minutes, cold teacher cache, 2-core CPU)")
     a.set_ylabel("CIFAR-10 test top-1 (%)")
     a.set_title("KD vs hard labels at equal wall time")

@@ -24,6 +24,23 @@ def _need(path: Path, what: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def benchmark_script():
+    """load(name): the module of benchmarks/<name>.py (scripts, not a package), loaded once per name."""
+    import importlib.util
+
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+            loaded[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded[name])
+        return loaded[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
     """Folder holding cifar-10-batches-py (materialized by setup.sh into ./data)."""
     d = Path(os.environ.get("KD2EDGE_DATA", ROOT / "data"))

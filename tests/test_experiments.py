@@ -1,6 +1,5 @@
 """benchmarks/experiments.py: every experiment config resolves, the plan is complete, the report is built
 from the result JSONs (no training here; the runs themselves are recorded in benchmarks/experiments.md)."""
-import importlib.util
 import json
 import statistics
 from pathlib import Path
@@ -11,11 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def exp():
-    spec = importlib.util.spec_from_file_location("experiments", ROOT / "benchmarks" / "experiments.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def exp(benchmark_script):
+    return benchmark_script("experiments")
 
 
 def test_every_planned_run_resolves_with_the_budget(exp, tmp_path):

@@ -1,21 +1,14 @@
 """benchmarks/headline.py: the README's results table is recomputed from the recorded time-budget runs (no
 training here): every group finds its runs, one row per seed, the KD - hard-label gaps pair seeds."""
-import importlib.util
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def headline():
-    spec = importlib.util.spec_from_file_location("headline", ROOT / "benchmarks" / "headline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def headline(benchmark_script):
+    return benchmark_script("headline")
 
 
 def test_every_group_is_recorded_once_per_seed(headline):

@@ -111,3 +111,17 @@ def test_val_every_validates_only_some_epochs(tmp_path, cifar10_dir):
     rows = list(csv.DictReader(open(Path(r["run_dir"]) / "history.csv")))
     assert [bool(row["val_top1"]) for row in rows] == [False, True, True]  # epoch 2 and the last
     assert r["metrics"]["best"]["epoch"] in (2, 3) and (Path(r["run_dir"]) / "curves.png").exists()
+
+
+def test_a_run_from_before_a_new_key_is_reused_at_its_default(tmp_path):
+    """A finished run's config.json written before a key existed (here `cutout`) matches a config at that key's
+    default, and differs from one that sets it."""
+    from kd2edge.checkpoint import plain
+    from kd2edge.distill.stage import check_same_config
+
+    cfg = resolve_config(method="ce")
+    older = {k: v for k, v in plain(cfg).items() if k != "cutout"}
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    check_same_config(tmp_path / "config.json", cfg, set(), "reuse the finished run")
+    with pytest.raises(Kd2EdgeError, match=r"differs in cutout \(None there, 8 asked\)"):
+        check_same_config(tmp_path / "config.json", {**cfg, "cutout": 8}, set(), "reuse the finished run")

@@ -21,7 +21,7 @@ import torch
 
 from kd2edge import Kd2EdgeError, require
 from kd2edge.batches import Normalizer
-from kd2edge.distill.config import RESUME_FREE, resolve_config
+from kd2edge.distill.config import DEFAULTS, RESUME_FREE, resolve_config
 from kd2edge.distill.inputs import build_teacher, load_data, make_student, setup_device, teacher_source
 from kd2edge.distill.loop import TrainSet, local_batch, make_optimizer, steps_per_epoch, train_epoch, validate
 from kd2edge.distill.methods import METHODS
@@ -279,7 +279,8 @@ def _compare(old: dict, cfg: dict, free, what: str) -> None:
 
     old = {k: v for k, v in old.items() if k not in free}
     new = {k: v for k, v in plain(cfg).items() if k not in free}
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    # a key the older run does not record came later, and its default is what that run did (e.g. cutout 0)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k, DEFAULTS.get(k)) != new.get(k))
     if diff:
         shown = ", ".join(f"{k} ({old.get(k)!r} there, {new.get(k)!r} asked)" for k in diff[:4])
         raise Kd2EdgeError(f"{what}: its config differs in {shown}; use the same settings, another --out, "

@@ -68,12 +68,13 @@ def cutout(x: torch.Tensor, centers: torch.Tensor, side: int) -> torch.Tensor:
     if side <= 0:
         return x
     h, w = x.shape[-2:]
+    centers = centers.to(x.device)  # drawn on the CPU; the input may be on a GPU
     top = centers[:, :1, None] - side // 2  # (n, 1, 1)
     left = centers[:, 1:, None] - side // 2
     rows = torch.arange(h, device=x.device)[None, :, None]
     cols = torch.arange(w, device=x.device)[None, None, :]
     inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)  # (n, h, w)
-    return x.masked_fill(inside[:, None].to(x.device), 0.0)
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 def iterate(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,

@@ -1,6 +1,7 @@
 """`distill --time-budget`: parsing, planning from measured speeds, stopping on time, the too-small error.
 Real runs on small subsets of real CIFAR-10 with a shared teacher and budgets of a few seconds."""
 import json
+import math
 import re
 import sys
 import time
@@ -51,6 +52,17 @@ def test_clock_progress_and_reserve():
     assert 0 < span <= 0.2 and 0.0 <= c.progress() < 1.0 and not c.training_done()
     time.sleep(span + 0.05)
     assert c.progress() == 1.0 and c.training_done()
+
+
+def test_a_budget_that_fits_few_epochs_says_so_and_names_one_that_fits_enough():
+    from kd2edge.distill.budget import FEW_EPOCHS, few_epochs_note
+
+    # 377 s on an AVX2-only CPU: ~6 epochs of 50,000 images at ~900 img/s (benchmarks/distill.md)
+    note = few_epochs_note(377.0, 6.0, 50_000 / 900)
+    assert note.startswith("note: at least 6.0 epoch(s) fit in 377s")
+    need = int(re.search(r"--time-budget (\d+)s fits at least", note).group(1))
+    assert need == math.ceil(377 + (FEW_EPOCHS - 6) * 50_000 / 900)  # the missing epochs at the same speed
+    assert few_epochs_note(377.0, FEW_EPOCHS, 10.0) is None and few_epochs_note(3600.0, 60.0, 30.0) is None
 
 
 def test_thread_tuner_keeps_the_faster_setting(monkeypatch):

@@ -192,6 +192,22 @@ class ThreadTuner:
 
 
 # --- planning a budgeted run (called by kd2edge.distill.stage.train) ---
+# fewer epochs than this and a budgeted run says so at planning time: KD beat hard labels at 12 epochs (the
+# quickstart, 3 seeds) and lost to them at 5-7 (377 s on an AVX2-only CPU); benchmarks/distill.md
+FEW_EPOCHS = 12
+
+
+def few_epochs_note(budget: float, epochs: float, epoch_s: float) -> str | None:
+    """A line for a budget that fits fewer than FEW_EPOCHS epochs here (`epochs` at `epoch_s` seconds each), naming
+    the budget that fits FEW_EPOCHS; None when enough fit."""
+    if epochs >= FEW_EPOCHS:
+        return None
+    return (f"note: at least {epochs:.1f} epoch(s) fit in {budget:.0f}s on this CPU (more if two threads train "
+            f"faster); below ~{FEW_EPOCHS} the student stays far below what the recipe reaches with more time, and "
+            f"hard labels can beat KD (benchmarks/distill.md, 'On a real AVX2-only CPU'): --time-budget "
+            f"{math.ceil(budget + (FEW_EPOCHS - epochs) * epoch_s)}s fits at least {FEW_EPOCHS}")
+
+
 def probe_student_rate(student, method, normalizer, x: torch.Tensor, batch: int, amp: bool, device: str,
                        num_classes: int, steps: int = 2) -> float:
     """Training images/s of the student here and now: a warm-up step and `steps` timed steps on a copy."""
@@ -289,7 +305,13 @@ def plan_budget(cfg: dict, clock, teacher, student, method, normalizer, x_np, n_
         plan["cache_build_s_planned"] = views * n_train / t_fwd
         plan["cache_time_cap_s"] = max(cfg["cache_fraction"] * avail, 1.0)  # KD: one view may be cut short
     plan["views_per_image"] = views
+    # epochs that fit at the probed (one-thread) speed: a floor, two threads may train faster
+    build = min(plan.get("cache_build_s_planned", 0.0), plan.get("cache_time_cap_s", float("inf")))
+    plan["epochs_floor"] = epochs = max(0.0, clock.remaining() - reserve - build) / one_epoch
     log(f"time budget {clock.budget:.0f}s: setup {plan['setup_s']:.1f}s, student {s_ips:.0f} img/s "
         f"({torch.get_num_threads()} thread(s))" + (f", teacher {t_fwd:.0f} forwards/s -> {views} cached view(s) "
                                                     f"per image" if need_teacher else "") + f", reserve {reserve:.0f}s")
+    note = few_epochs_note(clock.budget, epochs, one_epoch)
+    if note:
+        log(note)
     return plan

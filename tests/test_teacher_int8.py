@@ -57,6 +57,7 @@ def test_a_cpu_without_vnni_gets_7_bit_weights_and_another_key(tmp_path, train_x
     from kd2edge.distill import teacher_int8
 
     fp32 = load_teacher(str(teacher_path("resnet20")), "resnet20")
+    monkeypatch.setattr(teacher_int8, "saturation_free", lambda: True)  # whatever this CPU is (VNNI or not)
     q = to_int8(fp32, train_x, tmp_path)
     monkeypatch.setattr(teacher_int8, "saturation_free", lambda: False)
     r = to_int8(fp32, train_x, tmp_path)

@@ -56,6 +56,23 @@ class Calibration:
         return next(self.batches, None)
 
 
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {w for line in f if line.startswith(("flags", "Features")) for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def saturation_free() -> bool:
+    """onnxruntime's u8 x s8 kernels accumulate exactly here: x86 with VNNI, or ARM (not x86)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"})
+
+
 def quantize_graph(fp32_path: Path, path: Path, calib, method: str = "minmax", activations: str = "int8",
                    reduce_range: bool = False, exclude=None) -> list[str]:
     """Static QDQ quantization of the ONNX file at `fp32_path` into `path`, calibrated on `calib` (the graph's

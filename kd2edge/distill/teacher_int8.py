@@ -28,27 +28,11 @@ import torch
 from kd2edge import Kd2EdgeError
 from kd2edge.distill.teacher import EnsembleTeacher, Teacher, TorchTeacher
 from kd2edge.locations import location
+from kd2edge.onnx_graph import cpu_flags, saturation_free  # noqa: F401  (tests patch saturation_free here)
 
 CALIB_IMAGES = 512
 CALIB_SEED = 20240102
 SCHEME = "onnxruntime static QDQ: uint8 activations (per tensor, MinMax), int8 weights (per channel)"
-
-
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return {w for line in f if line.startswith(("flags", "Features")) for w in line.split(":", 1)[1].split()}
-    except OSError:
-        return set()
-
-
-def saturation_free() -> bool:
-    """onnxruntime's u8 x s8 kernels accumulate exactly here: x86 with VNNI, or ARM (not x86)."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"})
 
 
 def unsupported(teacher) -> str | None:

@@ -256,6 +256,16 @@ def test_onnx_int8_graph_and_metadata(exported):
     types = {t.name: t.data_type for t in model.graph.initializer}
     assert {types[n.input[2]] for n in model.graph.node
             if n.op_type == "QuantizeLinear" and n.input[0] not in types} == {onnx.TensorProto.UINT8}
+    # weights take 7 bits where this CPU's onnxruntime u8 x s8 kernels could saturate (x86 without VNNI), 8 elsewhere
+    from onnx import numpy_helper
+
+    from kd2edge.onnx_graph import saturation_free
+
+    reduced = json.loads((out / "r8-onnx-int8" / "meta.json").read_text())["quantization"]["reduce_range"]
+    assert reduced == (not saturation_free())
+    widest = max(int(abs(numpy_helper.to_array(t).astype(int)).max()) for t in model.graph.initializer
+                 if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4)
+    assert widest <= 64 if reduced else 64 < widest <= 127
     fp32 = onnx.load(str(out / "r8-onnx" / "model.onnx"))
     assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in fp32.graph.initializer)

@@ -129,8 +129,11 @@ def test_int8_variants(exported, target):
         assert meta["quantization"]["calibration"] == {"images": N_CALIB, "source": "cifar10 train"}
         assert meta["min_runtime"] == MIN_RUNTIME[target]
         # This fitted-head resnet8 has small logit margins, so int8 flips more predictions than a trained
-        # net (benchmarks/export.md: resnet20 int8 >= 99 % agreement); a broken quantizer gives ~10-30 %.
-        assert meta["parity"]["agreement"] >= 75 and meta["parity"]["sqnr_db"] > 10
+        # net (benchmarks/export.md: resnet20 int8 >= 99 % agreement); a broken quantizer gives ~10-30 %. 7-bit
+        # weights (ONNX exported on x86 without VNNI) halve the weight grid: 73.5 % here on an AVX2-only EPYC
+        # (resnet20 there: 98.9 %, benchmarks/export.md "ONNX int8 on an x86 CPU without VNNI")
+        floor = 70 if meta["quantization"].get("reduce_range") else 75
+        assert meta["parity"]["agreement"] >= floor and meta["parity"]["sqnr_db"] > 10
 
 
 def test_eval_bundle_teacher_logits(exported, teacher_path, cifar10_test):

@@ -53,16 +53,20 @@ def _export_fp32(model, preprocessing, path: Path, calib) -> None:
                  on_error=lambda e, exported=None: op_error("onnx", e, exported))
 
 
-def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=()) -> list[str]:
+def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_layers=(),
+              reduce_range: bool | None = None) -> list[str]:
     """Static QDQ quantization (uint8 activations, int8 weights); the nodes of `float_layers` (module paths,
     kd2edge.export.float_layers) stay float. Returns the names of those nodes."""
     from kd2edge.export.float_layers import onnx_nodes
 
     exclude = (lambda proto: onnx_nodes(proto, float_layers)) if float_layers else None
-    # 7-bit weights where this CPU's u8 x s8 kernels could saturate (x86 without VNNI): verification here then
-    # measures the model, not the kernel's overflow (resnet20 on an AVX2-only EPYC: 8-bit weights 96.1% agreement)
+    # reduce_range None: 7-bit weights where this CPU's u8 x s8 kernels could saturate (x86 without VNNI), so that
+    # verification here measures the model, not the kernel's overflow (resnet20 on an AVX2-only EPYC: 8-bit weights
+    # 96.1% agreement)
+    if reduce_range is None:
+        reduce_range = not saturation_free()
     return quantize_graph(fp32_path, path, calib, method, activations=ACTIVATIONS, exclude=exclude,
-                          reduce_range=not saturation_free())
+                          reduce_range=reduce_range)
 
 
 def _export_qat(qat, path: Path, calib) -> None:
@@ -106,10 +110,11 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             _export_fp32(model, preprocessing, fp32, calib)
-            nodes = _quantize(fp32, path, calib, float_layers=float_layers)
+            reduce = not saturation_free()
+            nodes = _quantize(fp32, path, calib, float_layers=float_layers, reduce_range=reduce)
         quantization = {"scheme": f"onnxruntime static QDQ, {ACTIVATIONS} activations (MinMax, asymmetric), "
-                                  f"int8 weights (per-channel, symmetric{'' if saturation_free() else ', 7-bit range'})",
-                        "input": None, "output": None, "reduce_range": not saturation_free()}
+                                  f"int8 weights (per-channel, symmetric{', 7-bit range' if reduce else ''})",
+                        "input": None, "output": None, "reduce_range": reduce}
         if float_layers:
             quantization["float_layers"] = {"layers": list(float_layers), "nodes": nodes}
     else:

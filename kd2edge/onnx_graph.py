@@ -56,23 +56,6 @@ class Calibration:
         return next(self.batches, None)
 
 
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return {w for line in f if line.startswith(("flags", "Features")) for w in line.split(":", 1)[1].split()}
-    except OSError:
-        return set()
-
-
-def saturation_free() -> bool:
-    """onnxruntime's u8 x s8 kernels accumulate exactly here: x86 with VNNI, or ARM (not x86)."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"})
-
-
 def quantize_graph(fp32_path: Path, path: Path, calib, method: str = "minmax", activations: str = "int8",
                    reduce_range: bool = False, exclude=None) -> list[str]:
     """Static QDQ quantization of the ONNX file at `fp32_path` into `path`, calibrated on `calib` (the graph's
@@ -118,6 +101,21 @@ def entropy_ranges(model_path: Path, calib, tmp: Path, num_bins: int = 2048, num
     return str(out)
 
 
+def _constants_and_readers(g) -> tuple[dict, dict]:
+    """({name: array} of the graph's initializers and Constant nodes, {tensor name: [nodes reading it]})."""
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    return consts, readers
+
+
 def activations_to_uint8(proto) -> int:
     """Rewrite, in place, every QuantizeLinear of an activation with an int8 zero point (and the
     DequantizeLinear nodes reading it) to uint8 with zero point + 128: q_u8 = q_s8 + 128 on both sides, so the
@@ -128,14 +126,7 @@ def activations_to_uint8(proto) -> int:
     from onnx import numpy_helper
 
     g = proto.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for name in n.input:
-            readers.setdefault(name, []).append(n)
+    consts, readers = _constants_and_readers(g)
     outputs = {o.name for o in g.output}
     changed = set()
     for q in [n for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) == 3]:
@@ -157,3 +148,48 @@ def activations_to_uint8(proto) -> int:
     del g.value_info[:]
     g.value_info.extend(keep)
     return len(changed)
+
+
+def weights_to_7bit(proto, qmax: int = 64, qmax8: int = 127) -> int:
+    """Rewrite, in place, every QuantizeLinear of a constant float weight (symmetric, zero point 0; QAT graphs,
+    where PT2E writes Q -> Clip(-127, 127) -> DQ) to the 7-bit range onnxruntime's `reduce_range` uses: the weight
+    clipped where 8 bits clipped it, its scale (and that of the DequantizeLinear nodes reading it) times
+    max|q| / `qmax`, so |q| <= `qmax` and x86 without VNNI cannot saturate. Returns the number of weights
+    rewritten."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = proto.graph
+    consts, readers = _constants_and_readers(g)
+    changed = 0
+    for q in [n for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) == 3]:
+        w, scale, zp = (consts.get(name) for name in q.input)
+        if w is None or scale is None or zp is None or w.dtype.kind != "f" or zp.dtype != np.int8 or zp.any():
+            continue
+        after = readers.get(q.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Clip":
+            after = readers.get(after[0].output[0], [])
+        if not after or any(d.op_type != "DequantizeLinear" for d in after):
+            continue
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1) % w.ndim
+        shape = [-1 if scale.ndim and i == axis else 1 for i in range(w.ndim)]
+        limit = qmax8 * scale.reshape(shape)
+        clipped = np.clip(w, -limit, limit)  # what 8 bits made of it
+        reach = np.maximum(np.round(np.abs(clipped) / scale.reshape(shape)).max(
+            axis=tuple(i for i in range(w.ndim) if not scale.ndim or i != axis)), 1)  # |q| per channel
+        new = (scale * np.maximum(reach / qmax, 1)).astype(scale.dtype)
+        if np.abs(np.round(clipped / new.reshape(shape))).max() > qmax:
+            raise Kd2EdgeError(f"7-bit weights: {q.input[0]} still exceeds {qmax} after rescaling (a bug)")
+        if not np.array_equal(clipped, w):
+            q.input[0] = f"{q.output[0]}__weight_clipped"
+            g.initializer.append(numpy_helper.from_array(clipped.astype(w.dtype), q.input[0]))
+        q.input[1] = f"{q.output[0]}__scale_7bit"
+        g.initializer.append(numpy_helper.from_array(new, q.input[1]))
+        for d in after:
+            d.input[1] = q.input[1]
+        changed += 1
+    used = {name for n in g.node for name in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return changed

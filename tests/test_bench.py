@@ -91,6 +91,23 @@ def test_meta_quantization_must_match_the_model(bench_artifacts):
         load_session("litert", model, meta=bad)
 
 
+def test_onnx_int8_with_8_bit_weights_is_flagged_on_a_cpu_where_it_can_saturate(bench_artifacts, monkeypatch):
+    """An ONNX int8 artifact with 8-bit weights (exported on a VNNI or Arm machine) run on x86 without VNNI: the
+    session carries a note saying so and what to do; 7-bit artifacts, fp32 ones and saturation-free CPUs get none."""
+    from kd2edge.runtimes import ort
+
+    art, fp32 = read_folder(bench_artifacts["onnx-int8"]), read_folder(bench_artifacts["onnx"])
+    eight_bit = {**art["meta"], "quantization": {**art["meta"]["quantization"], "reduce_range": False}}
+    seven_bit = {**art["meta"], "quantization": {**art["meta"]["quantization"], "reduce_range": True}}
+    monkeypatch.setattr(ort, "saturation_free", lambda: False)
+    notes = load_session("onnxruntime", art["model_path"], meta=eight_bit).notes
+    assert len(notes) == 1 and "can saturate" in notes[0] and "kd2edge export -t onnx --int8" in notes[0], notes
+    assert load_session("onnxruntime", art["model_path"], meta=seven_bit).notes == []
+    assert load_session("onnxruntime", fp32["model_path"], meta=fp32["meta"]).notes == []
+    monkeypatch.setattr(ort, "saturation_free", lambda: True)
+    assert load_session("onnxruntime", art["model_path"], meta=eight_bit).notes == []
+
+
 def test_time_runs_counts_and_budget():
     calls = []
     run = lambda x: calls.append(1)  # noqa: E731

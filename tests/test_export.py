@@ -262,7 +262,7 @@ def test_onnx_int8_graph_and_metadata(exported):
     # weights take 7 bits where this CPU's onnxruntime u8 x s8 kernels could saturate (x86 without VNNI), 8 elsewhere
     from onnx import numpy_helper
 
-    from kd2edge.onnx_graph import saturation_free
+    from kd2edge.runtimes.ort import saturation_free
 
     reduced = json.loads((out / "r8-onnx-int8" / "meta.json").read_text())["quantization"]["reduce_range"]
     assert reduced == (not saturation_free())

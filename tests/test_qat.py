@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -43,3 +44,32 @@ def test_qat_exports_verified_int8(teacher_path, cifar10_dir, tmp_path):
         assert q["method"] == "QAT" and q["qat"]["epochs"] == 0.003 and q["qat"]["steps"] >= 1
         assert q["qat"]["teacher"]["arch"] == "resnet56" and len(q["qat"]["teacher"]["sha256"]) == 64
         assert q["calibration"]["source"] == "cifar10 train"
+    # ONNX: weights re-rounded to 7 bits where this CPU's onnxruntime kernels could saturate (x86 without VNNI);
+    # re-rounding is idempotent and leaves the predictions nearly as they were
+    import onnx
+    import onnxruntime as ort
+
+    from kd2edge.onnx_graph import weights_to_7bit
+    from kd2edge.runtimes.ort import saturation_free
+
+    onnx_dir = Path(next(r["path"] for r in rows if r["target"] == "onnx"))
+    assert json.loads((onnx_dir / "meta.json").read_text())["quantization"]["reduce_range"] == (not saturation_free())
+    model = onnx.load(str(onnx_dir / "model.onnx"))
+    assert _widest_weight(model.graph) <= 64 if not saturation_free() else 64 < _widest_weight(model.graph) <= 128
+    seven = onnx.ModelProto()
+    seven.CopyFrom(model)
+    assert weights_to_7bit(seven) >= 19 and _widest_weight(seven.graph) <= 64  # resnet20: 19 convolutions
+    x = np.load(onnx_dir / "eval.npz")["x"][:100].astype(np.float32)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (model, seven)]
+    logits = [sess.run(None, {"pixels": x})[0] for sess in sessions]
+    assert (logits[0].argmax(1) == logits[1].argmax(1)).mean() >= 0.9
+
+
+def _widest_weight(g) -> int:
+    """The largest |q| of the graph's quantized convolution weights (float constants read by QuantizeLinear)."""
+    from kd2edge.onnx_graph import _constants_and_readers
+
+    consts, _ = _constants_and_readers(g)
+    return max(int(np.abs(np.round(consts[n.input[0]] / consts[n.input[1]].reshape(-1, 1, 1, 1))).max())
+               for n in g.node if n.op_type == "QuantizeLinear" and consts.get(n.input[0]) is not None
+               and consts[n.input[0]].ndim == 4)

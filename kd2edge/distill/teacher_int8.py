@@ -28,7 +28,7 @@ import torch
 from kd2edge import Kd2EdgeError
 from kd2edge.distill.teacher import EnsembleTeacher, Teacher, TorchTeacher
 from kd2edge.locations import location
-from kd2edge.onnx_graph import saturation_free  # (tests patch it here)
+from kd2edge.runtimes.ort import saturation_free  # (tests patch it here)
 
 CALIB_IMAGES = 512
 CALIB_SEED = 20240102

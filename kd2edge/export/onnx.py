@@ -20,7 +20,8 @@ from pathlib import Path
 from kd2edge import Kd2EdgeError, require
 from kd2edge.export.graph import deployable, op_error, sample_input
 from kd2edge.onnx_graph import (CALIB_METHODS, OPSET, activations_to_uint8, export_graph, quantize_graph,  # noqa: F401
-                                saturation_free)
+                                weights_to_7bit)
+from kd2edge.runtimes.ort import saturation_free
 
 RUNTIME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -69,9 +70,10 @@ def _quantize(fp32_path: Path, path: Path, calib, method: str = "minmax", float_
                           reduce_range=reduce_range)
 
 
-def _export_qat(qat, path: Path, calib) -> None:
+def _export_qat(qat, path: Path, calib, reduce_range: bool = False) -> None:
     """The QAT graph (kd2edge.export.qat, litert-torch's int8 scheme = onnxruntime's QDQ scheme: per-channel
-    symmetric weights, per-tensor asymmetric activations) converted to Q/DQ ops and exported as is."""
+    symmetric weights, per-tensor asymmetric activations) converted to Q/DQ ops and exported as is; with
+    `reduce_range`, its weights re-rounded to 7 bits (as PTQ does on x86 without VNNI)."""
     import copy
 
     torch = require("torch", "export")
@@ -89,6 +91,8 @@ def _export_qat(qat, path: Path, calib) -> None:
         raise op_error("onnx", e) from None
     proto = program.model_proto
     activations_to_uint8(proto)  # PT2E's int8 activations as uint8, exactly: fused on x86 too
+    if reduce_range:
+        weights_to_7bit(proto)
     onnx.checker.check_model(proto)
     onnx.save_model(proto, str(path), save_as_external_data=False)
 
@@ -98,19 +102,22 @@ def convert(model, preprocessing: dict, path: Path, precision: str, calib, qat=N
     `float_layers`: module paths (kd2edge.export.float_layers) that int8 PTQ leaves in float."""
     path = Path(path)
     c, h, w = preprocessing.get("input_size") or [3, *calib.shape[1:3]]
+    # 7-bit weights where this CPU's u8 x s8 kernels could saturate (x86 without VNNI; see _quantize)
+    reduce = precision == "int8" and not saturation_free()
     if precision == "fp32":
         _export_fp32(model, preprocessing, path, calib)
         quantization = None
     elif precision == "int8" and qat is not None:
-        _export_qat(qat, path, calib)
+        _export_qat(qat, path, calib, reduce)
+        seven = ", re-rounded to a 7-bit range after QAT" if reduce else ""
         quantization = {"scheme": "PT2E QAT exported as QDQ: activations moving-average, asymmetric (PT2E's int8 "
-                                  "stored as uint8 with zero point + 128, the same values), "
-                                  "int8 weights (per-channel, symmetric)", "input": None, "output": None}
+                                  "stored as uint8 with zero point + 128, the same values), int8 weights "
+                                  f"(per-channel, symmetric{seven})",
+                        "input": None, "output": None, "reduce_range": reduce}
     elif precision == "int8":
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             _export_fp32(model, preprocessing, fp32, calib)
-            reduce = not saturation_free()
             nodes = _quantize(fp32, path, calib, float_layers=float_layers, reduce_range=reduce)
         quantization = {"scheme": f"onnxruntime static QDQ, {ACTIVATIONS} activations (MinMax, asymmetric), "
                                   f"int8 weights (per-channel, symmetric{', 7-bit range' if reduce else ''})",

@@ -182,8 +182,10 @@ def load_session(runtime: str, path, threads: int | None = None, meta: dict | No
         raise Kd2EdgeError(f"unknown runtime {runtime!r} in the artifact metadata; valid: {', '.join(RUNTIMES)}")
     if meta:
         check_min_runtime(runtime, meta, meta.get("name") or str(path))
-    session = importlib.import_module(RUNTIMES[runtime]).load(path, threads)
+    module = importlib.import_module(RUNTIMES[runtime])
+    session = module.load(path, threads)
     if meta:
+        session.notes += getattr(module, "meta_notes", lambda meta: [])(meta)
         session.name = meta.get("name") or str(path)
         session.layout = (meta.get("input") or {}).get("layout", "NHWC")
         session.input_quant = _quant(meta, "input", session.input_quant, session.name)

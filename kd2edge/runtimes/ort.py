@@ -20,9 +20,39 @@ def _ort():
 
 available = _ort  # runtimes.check_available
 
+SATURATION_NOTE = ("int8 weights span 8 bits and this x86 CPU {lacks} VNNI: onnxruntime's u8 x s8 kernels sum pairs "
+                   "in 16 bits here and can saturate, so drift and accuracy may be worse than where it was exported; "
+                   "for this CPU, export on it (`kd2edge export -t onnx --int8` takes 7-bit weights where needed)")
+
 
 def installed() -> tuple[str, str]:  # runtimes.check_min_runtime (onnxruntime-gpu etc. import as onnxruntime too)
     return "onnxruntime", _ort().__version__
+
+
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {w for line in f if line.startswith(("flags", "Features")) for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def saturation_free() -> bool:
+    """onnxruntime's u8 x s8 kernels accumulate exactly here: x86 with VNNI, or ARM (not x86). Without VNNI, x86
+    sums u8 x s8 product pairs in 16 bits (VPMADDUBSW): 8-bit weights can saturate, 7-bit ones cannot."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "avx_vnni_int8", "amx_int8"})
+
+
+def meta_notes(meta: dict) -> list[str]:
+    """What an artifact's meta.json means for running it on this CPU (runtimes.load_session adds it to the notes)."""
+    q = meta.get("quantization") or {}
+    if meta.get("precision") == "int8" and not q.get("reduce_range") and not saturation_free():
+        return [SATURATION_NOTE.format(lacks="lacks" if cpu_flags() else "may lack (its flags are unreadable)")]
+    return []
 
 
 def _session(ort, path, threads: int, profile_prefix: str | None = None):

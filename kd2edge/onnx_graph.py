@@ -154,8 +154,8 @@ def weights_to_7bit(proto, qmax: int = 64, qmax8: int = 127) -> int:
     """Rewrite, in place, every QuantizeLinear of a constant float weight (symmetric, zero point 0; QAT graphs,
     where PT2E writes Q -> Clip(-127, 127) -> DQ) to the 7-bit range onnxruntime's `reduce_range` uses: the weight
     clipped where 8 bits clipped it, its scale (and that of the DequantizeLinear nodes reading it) times
-    max|q| / `qmax`, so |q| <= `qmax` and x86 without VNNI cannot saturate. Returns the number of weights
-    rewritten."""
+    max|q| / `qmax`, so |q| <= `qmax` and x86 without VNNI cannot saturate. Initializers no node reads any more
+    are dropped. Returns the number of weights rewritten."""
     import numpy as np
     from onnx import numpy_helper
 
@@ -173,18 +173,13 @@ def weights_to_7bit(proto, qmax: int = 64, qmax8: int = 127) -> int:
             continue
         axis = next((a.i for a in q.attribute if a.name == "axis"), 1) % w.ndim
         shape = [-1 if scale.ndim and i == axis else 1 for i in range(w.ndim)]
-        limit = qmax8 * scale.reshape(shape)
-        clipped = np.clip(w, -limit, limit)  # what 8 bits made of it
-        reach = np.maximum(np.round(np.abs(clipped) / scale.reshape(shape)).max(
-            axis=tuple(i for i in range(w.ndim) if not scale.ndim or i != axis)), 1)  # |q| per channel
-        new = (scale * np.maximum(reach / qmax, 1)).astype(scale.dtype)
-        if np.abs(np.round(clipped / new.reshape(shape))).max() > qmax:
-            raise Kd2EdgeError(f"7-bit weights: {q.input[0]} still exceeds {qmax} after rescaling (a bug)")
+        q8 = np.round(np.clip(w / scale.reshape(shape), -qmax8, qmax8))  # what 8 bits made of it
+        reach = np.maximum(np.abs(q8).max(axis=tuple(i for i in range(w.ndim) if not scale.ndim or i != axis)), 1)
+        new = (scale * np.maximum(reach / qmax, 1)).astype(scale.dtype)  # |q| <= qmax per channel
+        clipped = np.clip(w, -qmax8 * scale.reshape(shape), qmax8 * scale.reshape(shape))
         if not np.array_equal(clipped, w):
-            q.input[0] = f"{q.output[0]}__weight_clipped"
-            g.initializer.append(numpy_helper.from_array(clipped.astype(w.dtype), q.input[0]))
-        q.input[1] = f"{q.output[0]}__scale_7bit"
-        g.initializer.append(numpy_helper.from_array(new, q.input[1]))
+            q.input[0] = _put(g, f"{q.output[0]}__weight_clipped", clipped.astype(w.dtype))
+        q.input[1] = _put(g, f"{q.output[0]}__scale_7bit", new)
         for d in after:
             d.input[1] = q.input[1]
         changed += 1
@@ -193,3 +188,14 @@ def weights_to_7bit(proto, qmax: int = 64, qmax8: int = 127) -> int:
     del g.initializer[:]
     g.initializer.extend(keep)
     return changed
+
+
+def _put(g, name: str, array) -> str:
+    """Set initializer `name` of graph `g` to `array` (replacing one of that name: rewrites may run twice)."""
+    from onnx import numpy_helper
+
+    keep = [t for t in g.initializer if t.name != name]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    g.initializer.append(numpy_helper.from_array(array, name))
+    return name

@@ -98,7 +98,10 @@ def load_run_config(name: str) -> dict:
 def machine() -> dict:
     import torch
 
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from time_budget import cpu_isa  # the CPU's model and the ISA flags that decide bf16 / int8 speed
+
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "cpu": cpu_isa(),
             "torch": torch.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg())}
 
 
@@ -253,6 +256,15 @@ def report(results: Path, budget_name: str) -> str:
     if lat:
         lines += [f"Latency: PyTorch eager, batch 1, 1 thread, median of {lat['runs']} runs; load average "
                   f"{lat['loadavg_start'][0]:.1f} at start (a shared machine: absolute values are inflated).", ""]
+    if b.get("time_budget"):  # what a run trains in its budget depends on the CPU: say which ran each
+        lines += ["## Machines", "", "| run | seed | CPU (ISA) | epochs | load at start |", "|---|---:|---|---:|---:|"]
+        for run, rs in sorted(recs.items()):
+            for r in sorted(rs, key=lambda r: r["seed"]):
+                m = r.get("machine_start") or {}
+                cpu = f"{m['cpu']['model']} ({m['cpu']['summary']})" if m.get("cpu") else "not recorded"
+                load = f"{m['loadavg'][0]:.1f}" if m.get("loadavg") else "-"
+                lines.append(f"| {run} | {r['seed']} | {cpu} | {r.get('epochs', '-')} | {load} |")
+        lines.append("")
     md = "\n".join(lines)
     write_text(results.with_suffix(".md"), md)
     return md

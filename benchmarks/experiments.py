@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from time_budget import cpu_isa  # noqa: E402  (the CPU's model and the ISA flags that decide bf16 / int8 speed)
 CONFIGS = ROOT / "benchmarks" / "configs"
 TEACHER = "cifar10-resnet56"
 BUDGETS = {
@@ -97,9 +99,6 @@ def load_run_config(name: str) -> dict:
 
 def machine() -> dict:
     import torch
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from time_budget import cpu_isa  # the CPU's model and the ISA flags that decide bf16 / int8 speed
 
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "cpu": cpu_isa(),
             "torch": torch.__version__, "python": platform.python_version(), "loadavg": list(os.getloadavg())}

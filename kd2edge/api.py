@@ -38,17 +38,18 @@ def export(checkpoint: str | Path, targets: str | Sequence[str] = "all", *, int8
            precisions: Sequence[str] | None = None, arch: str | None = None, out: str | Path | None = None,
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher: str | None = None,
            dataset: str | None = None, data_dir: str | Path | None = None, progress: bool = False,
-           verbose: bool = False, keep_float: Sequence[str] = ()) -> list[dict]:
+           verbose: bool = False, keep_float: Sequence[str] = (), rounding: str = "nearest") -> list[dict]:
     """`kd2edge export`: one verified artifact folder per (target, precision) under `out` (default
     runs/export). Returns one row each: target, precision, status, reason, path, size, top1, drop, agreement,
     max_abs_logit_diff, sqnr, seconds. Converter output goes to each folder's export.log unless verbose.
-    `keep_float` (first, last): layers the int8 onnx/tflite artifacts keep in float."""
+    `keep_float` (first, last): layers the int8 onnx/tflite artifacts keep in float; `rounding` (nearest,
+    adaround): how int8 PTQ rounds their weights."""
     from kd2edge.export import export as run_export
 
     return run_export(str(checkpoint), targets, int8=int8, arch=arch, out=out, calib_images=calib_images,
                       eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precisions,
                       dataset=dataset, data_dir=data_dir, command="kd2edge.export()", progress=progress,
-                      verbose=verbose, keep_float=list(keep_float))
+                      verbose=verbose, keep_float=list(keep_float), rounding=rounding)
 
 
 def bench(artifacts: str | Path | Sequence[str | Path], threads: int | Sequence[int] | None = None, *,

@@ -32,6 +32,10 @@ TARGET_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
 # quantization.float_layers): the CLI choices.
 KEEP_FLOAT = {"first": "the input normalization and the student's first convolution",
               "last": "the student's last weight layer (the classifier)"}
+# How int8 PTQ rounds the weights (`kd2edge export --int8 --rounding NAME`, meta.json quantization.rounding):
+# the CLI choices; kd2edge.export.rounding implements them.
+ROUNDINGS = {"nearest": "round to nearest (the converters' PTQ)",
+             "adaround": "learned up/down rounding per weight against the float student's layer outputs"}
 
 
 def folder_name(name: str, target: str, precision: str) -> str:

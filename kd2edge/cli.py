@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kd2edge import Kd2EdgeError, __version__
-from kd2edge.artifact import KEEP_FLOAT, TARGET_RUNTIME
+from kd2edge.artifact import KEEP_FLOAT, ROUNDINGS, TARGET_RUNTIME
 from kd2edge.render import fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -218,6 +218,7 @@ def _budget_exit(time_budget) -> None:
 
 TargetChoice = Enum("Target", {k: k for k in [*TARGET_RUNTIME, "all"]}, type=str)  # the artifact contract's targets
 KeepFloat = Enum("KeepFloat", {k: k for k in KEEP_FLOAT}, type=str)  # --keep-float: the artifact contract's registry
+Rounding = Enum("Rounding", {k: k for k in ROUNDINGS}, type=str)  # --rounding: the artifact contract's registry
 
 
 @app.command("export")
@@ -234,6 +235,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
             qat_epochs: Annotated[float, typer.Option("--qat-epochs", help="int8 by KD-aware quantization-aware training for N epochs (fractions allowed; onnx, tflite) instead of PTQ.")] = 0,
             teacher_input: TeacherInput = None,
             keep_float: Annotated[Optional[list[KeepFloat]], typer.Option("--keep-float", help="Leave these layers of the int8 onnx/tflite artifacts in float (repeatable): " + "; ".join(f"{k}: {v}" for k, v in KEEP_FLOAT.items()) + ".")] = None,
+            rounding: Annotated[Rounding, typer.Option("--rounding", help="How int8 PTQ rounds the weights (onnx, tflite): " + "; ".join(f"{k}: {v}" for k, v in ROUNDINGS.items()) + ".")] = Rounding.nearest,
             dataset: Annotated[Optional[str], typer.Option(help="Dataset (else the checkpoint's, else cifar10).")] = None,
             data_dir: DataDir = None,
             verbose: Verbose = False,
@@ -245,7 +247,7 @@ def export_(checkpoint: Annotated[str, typer.Argument(help="Native checkpoint, o
                   eval_images=eval_images, max_drop=max_drop, teacher=teacher, precisions=precision,
                   dataset=dataset, data_dir=data_dir, command="kd2edge export " + " ".join(sys.argv[2:]),
                   qat_epochs=qat_epochs, teacher_input=teacher_input, verbose=verbose,
-                  keep_float=[k.value for k in keep_float or ()])
+                  keep_float=[k.value for k in keep_float or ()], rounding=rounding.value)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:

@@ -32,9 +32,9 @@ class Task:
             self.bars.progress.advance(self.id, n)
             self.bars.tick()
 
-    def set(self, completed: float | None = None, description: str | None = None) -> None:
+    def set(self, completed: float | None = None, description: str | None = None, total: float | None = None) -> None:
         if self.id is not None:
-            fields = {"completed": completed, "description": description}
+            fields = {"completed": completed, "description": description, "total": total}
             self.bars.progress.update(self.id, **{k: v for k, v in fields.items() if v is not None})
             self.bars.tick()
 

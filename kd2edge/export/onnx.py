@@ -150,3 +150,9 @@ def embed_metadata(path, meta: dict) -> None:
     tmp = f"{path}.meta.tmp"
     onnx.save_model(proto, tmp)
     os.replace(tmp, path)
+
+
+def weight_qmax() -> int:
+    """The int8 weight grid's largest level here: 127, or 64 where PTQ uses 7-bit weights (x86 without VNNI;
+    onnxruntime's reduced symmetric range is -64..64)."""
+    return 127 if saturation_free() else 64

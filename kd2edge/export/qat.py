@@ -23,8 +23,9 @@ from kd2edge import Kd2EdgeError
 DEFAULTS = {"batch": 128, "lr": 1e-3, "T": 4.0, "momentum": 0.9}
 
 
-def fold_bn(model):
-    """A copy of `model` (eval) with every BatchNorm2d folded into the Conv2d registered just before it."""
+def fold_bn(model, flag: str = "--qat-epochs"):
+    """A copy of `model` (eval) with every BatchNorm2d folded into the Conv2d registered just before it; `flag`
+    names the option that needs it in the error lines."""
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -35,8 +36,7 @@ def fold_bn(model):
             continue
         convs = [(n, c) for n, c in mods[:i] if isinstance(c, torch.nn.Conv2d)]
         if not convs or convs[-1][1].out_channels != bn.num_features:
-            raise Kd2EdgeError(f"QAT: cannot fold BatchNorm {name} into a convolution; export with PTQ "
-                               "(drop --qat-epochs)")
+            raise Kd2EdgeError(f"{flag}: cannot fold BatchNorm {name} into a convolution; export without {flag}")
         cname, conv = convs[-1]
         _set(folded, cname, fuse_conv_bn_eval(conv, bn))
         _set(folded, name, torch.nn.Identity())
@@ -44,8 +44,8 @@ def fold_bn(model):
     with torch.no_grad():
         diff = (folded(x) - model.eval()(x)).abs().max().item()
     if not diff <= 1e-3 * (1 + model(x).abs().max().item()):
-        raise Kd2EdgeError(f"QAT: folding BatchNorm changed the outputs by {diff:.2e} (a BN that does not follow "
-                           "its convolution); export with PTQ (drop --qat-epochs)")
+        raise Kd2EdgeError(f"{flag}: folding BatchNorm changed the outputs by {diff:.2e} (a BN that does not follow "
+                           f"its convolution); export without {flag}")
     return folded
 
 

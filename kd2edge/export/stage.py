@@ -11,7 +11,7 @@ import datetime
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class Source:
     qat: tuple | None = None  # (prepared graph, quantizer, record) of kd2edge.export.qat, for int8
     keep_float: tuple = ()  # --keep-float names (kd2edge.artifact.KEEP_FLOAT) and their module paths, for int8
     float_layers: tuple = ()
+    rounded: dict = field(default_factory=dict)  # weight qmax -> (student on that int8 grid, record) for --rounding
 
     @property
     def reference(self) -> np.ndarray:
@@ -158,12 +159,14 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
            calib_images: int = 256, eval_images: int = 1000, max_drop: float = 1.0, teacher=None,
            precisions=None, dataset: str | None = None, data_dir=None, name: str | None = None,
            command: str | None = None, progress: bool = True, plan=None, extra_meta=None,
-           qat_epochs: float = 0, teacher_input=None, verbose: bool = False, keep_float=None) -> list[dict]:
+           qat_epochs: float = 0, teacher_input=None, verbose: bool = False, keep_float=None,
+           rounding: str = "nearest") -> list[dict]:
     """Export `checkpoint` to every target (and precision) -- or exactly `plan`, a list of (target, precision)
     -- verify each artifact, return one row each: target, precision, status, reason, path, size, top1, drop,
     agreement, max_abs_logit_diff, sqnr, seconds. `extra_meta`: more keys for every meta.json.
     `qat_epochs` > 0: the int8 artifacts come from KD-aware QAT (kd2edge.export.qat) instead of PTQ;
-    `keep_float` (names of kd2edge.artifact.KEEP_FLOAT) leaves those layers of the int8 artifacts in float. The
+    `keep_float` (names of kd2edge.artifact.KEEP_FLOAT) leaves those layers of the int8 artifacts in float;
+    `rounding` (kd2edge.export.rounding.ROUNDINGS) says how PTQ rounds the int8 weights. The
     converters' own output goes to `export.log` in each artifact folder (`<folder>.export.log` beside it when
     the export failed); `verbose` shows it on the terminal instead."""
     from kd2edge.progress import progress_bars
@@ -171,6 +174,7 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
     plan = list(plan) if plan is not None else make_plan(targets, int8, precisions)
     _check_qat(plan, qat_epochs)
     keep_float = _check_keep_float(plan, keep_float, qat_epochs)
+    rounding = _check_rounding(plan, rounding, qat_epochs)
     max_drop = number("--max-drop", max_drop, low=0)
     check_out_dir(out or "exports")
     source = load_source(checkpoint, arch, dataset, data_dir, calib_images, eval_images, teacher, teacher_input)
@@ -188,6 +192,8 @@ def export(checkpoint, targets="all", int8: bool = False, arch: str | None = Non
     rows, built = [], []
     try:
         with progress_bars(progress) as bars:
+            if rounding != "nearest":
+                _round(source, plan, data_dir, bars)
             task = bars.task("export", total=len(plan))
             for target, precision in plan:
                 task.set(description=f"export {target} {precision}")
@@ -248,7 +254,9 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
     model_path = tmp / mod.MODEL_FILE
     use_qat = source.qat is not None and precision in mod.INT8
     use_float = bool(source.float_layers) and precision in mod.INT8
-    spec = mod.convert(source.model, source.preprocessing, model_path, precision, source.calib,
+    rounded = source.rounded.get(mod.weight_qmax()) if source.rounded and precision in mod.INT8 else None
+    spec = mod.convert(rounded[0] if rounded else source.model, source.preprocessing, model_path, precision,
+                       source.calib,
                        **({"qat": source.qat} if use_qat else {}),
                        **({"float_layers": source.float_layers} if use_float else {}))
     spec["output"]["shape"] = [None, k]
@@ -278,6 +286,8 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
         meta["quantization"]["method"] = "QAT" if use_qat else "PTQ"
         if use_qat:
             meta["quantization"]["qat"] = dict(source.qat[2])
+        else:
+            meta["quantization"]["rounding"] = dict(rounded[1]) if rounded else {"rounding": "nearest"}
         if use_float:
             meta["quantization"]["float_layers"] = {"keep": list(source.keep_float),
                                                     **meta["quantization"].get("float_layers", {})}
@@ -321,6 +331,36 @@ def _check_keep_float(plan, keep_float, qat_epochs) -> list[str]:
     if keep and qat_epochs:
         raise Kd2EdgeError("--keep-float works with post-training int8 only: drop --qat-epochs or --keep-float")
     return keep
+
+
+def _check_rounding(plan, rounding, qat_epochs) -> str:
+    from kd2edge.export.rounding import TARGETS, check
+
+    rounding = check(rounding)
+    if rounding != "nearest":
+        _check_int8_targets(plan, f"--rounding {rounding} rounds", TARGETS)
+        if qat_epochs:
+            raise Kd2EdgeError(f"--rounding {rounding} rounds post-training int8 weights; QAT learns its own: drop "
+                               "--qat-epochs or --rounding")
+    return rounding
+
+
+def _round(source: Source, plan, data_dir, bars) -> None:
+    """Learned rounding (kd2edge.export.rounding) of the student once per int8 weight grid the plan's targets use,
+    on its own seeded sample of TRAINING images."""
+    from kd2edge.data import load_dataset
+    from kd2edge.export.rounding import DEFAULTS, adaround
+
+    train = load_dataset(source.dataset, "train", data_dir)
+    images = train.x[calibration_pick(train.y, DEFAULTS["images"], seed=1)]
+    grids = sorted({get_target(t).weight_qmax() for t, p in plan if p in get_target(t).INT8})
+    skip = [p[len("net."):] for p in source.float_layers if p.startswith("net.")]
+    for qmax in grids:
+        task = bars.task(f"adaround, int8 grid +-{qmax}", total=1, unit="layer")
+        source.rounded[qmax] = adaround(source.model, source.preprocessing, images, qmax, skip,
+                                        on_layer=lambda done, n, task=task: task.set(completed=done, total=n),
+                                        range_images=source.calib)
+        task.done()
 
 
 def _qat(source: Source, epochs: float, data_dir, progress: bool):

@@ -197,3 +197,8 @@ def embed_metadata(path, meta: dict) -> None:
     tmp = path.with_name(f".{path.name}.meta.tmp")
     tmp.write_bytes(builder.Output())
     tmp.replace(path)
+
+
+def weight_qmax() -> int:
+    """The int8 weight grid's largest level: litert-torch's weights are per-channel symmetric in -127..127."""
+    return 127

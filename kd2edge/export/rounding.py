@@ -20,7 +20,6 @@ import numpy as np
 
 from kd2edge import Kd2EdgeError
 from kd2edge.artifact import ROUNDINGS
-TARGETS = ("onnx", "tflite")  # their int8 weights: per-channel symmetric, scale = max|w| / qmax
 # training images (a seeded random sample, never test images), iterations per layer, batch, Adam lr, rounding
 # regularizer weight and its beta annealing (20 -> 2 after a 20 % warm-up without it): the paper's values, fewer
 # iterations. 256 images x 1,000 iterations kept fewer of the gains on a fastcnn student (benchmarks/export.md).
@@ -193,10 +192,12 @@ def adaround(model, preprocessing: dict, calib: np.ndarray, qmax: int = 127, ski
     out = rounded.net
     bad = [n for n, p in out.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise Kd2EdgeError(f"--rounding adaround produced non-finite weights in {bad[0]}; export with --rounding nearest")
-    record = {"rounding": "adaround", "images": int(len(calib)), "qmax": int(qmax), "iters_per_layer": DEFAULTS["iters"],
-              "batch": DEFAULTS["batch"], "layers": len(todo),
-              "post_activation": sum(layers[n] is not None for n in todo), "skipped": [n[len("net."):] for n in names if n not in todo],
+        raise Kd2EdgeError(f"--rounding adaround produced non-finite weights in {bad[0]}; export with "
+                           "--rounding nearest")
+    record = {"rounding": "adaround", "images": int(len(calib)), "qmax": int(qmax),
+              "iters_per_layer": DEFAULTS["iters"], "batch": DEFAULTS["batch"], "layers": len(todo),
+              "post_activation": sum(layers[n] is not None for n in todo),
+              "skipped": [n[len("net."):] for n in names if n not in todo],
               "rounded_other_way": changed, "seed": seed, "bn": "folded (eval statistics)",
               "seconds": round(time.perf_counter() - start, 1)}
     return out.eval(), record

@@ -286,7 +286,7 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
         meta["quantization"]["method"] = "QAT" if use_qat else "PTQ"
         if use_qat:
             meta["quantization"]["qat"] = dict(source.qat[2])
-        else:
+        elif target in ROUNDING_TARGETS:
             meta["quantization"]["rounding"] = dict(rounded[1]) if rounded else {"rounding": "nearest"}
         if use_float:
             meta["quantization"]["float_layers"] = {"keep": list(source.keep_float),
@@ -302,6 +302,7 @@ def _build(source: Source, target: str, precision: str, tmp: Path, name: str, ma
 
 
 QAT_TARGETS = ("onnx", "tflite")
+ROUNDING_TARGETS = ("onnx", "tflite")  # int8 weights per-channel symmetric, scale max|w| / qmax (kd2edge.export.rounding)
 
 
 def _check_qat(plan, qat_epochs) -> None:
@@ -334,11 +335,11 @@ def _check_keep_float(plan, keep_float, qat_epochs) -> list[str]:
 
 
 def _check_rounding(plan, rounding, qat_epochs) -> str:
-    from kd2edge.export.rounding import TARGETS, check
+    from kd2edge.export.rounding import check
 
     rounding = check(rounding)
     if rounding != "nearest":
-        _check_int8_targets(plan, f"--rounding {rounding} rounds", TARGETS)
+        _check_int8_targets(plan, f"--rounding {rounding} rounds", ROUNDING_TARGETS)
         if qat_epochs:
             raise Kd2EdgeError(f"--rounding {rounding} rounds post-training int8 weights; QAT learns its own: drop "
                                "--qat-epochs or --rounding")

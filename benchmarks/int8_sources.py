@@ -45,7 +45,7 @@ def main() -> None:
     from kd2edge.data import load_dataset
     from kd2edge.export.graph import deployable
     from kd2edge.export.qat import fold_bn
-    from kd2edge.export.rounding import DEFAULTS, _layers, _run, adaround, grid
+    from kd2edge.export.rounding import DEFAULTS, _run, adaround, grid, layer_order
     from kd2edge.export.stage import calibration_pick
 
     torch.set_num_threads(2)
@@ -60,7 +60,7 @@ def main() -> None:
 
     xc, xt, y = nchw(calib), nchw(test.x), test.y
     net = deployable(fold_bn(model, "int8_sources"), prep, channels_last=False)
-    names = [n for n in dict(_layers(net, xc)) if n != "normalize"]
+    names = [n for n in dict(layer_order(net, xc)) if n != "normalize"]
     ranges = _run(net, xc, names)
 
     def weights_rtn(src, only=None):

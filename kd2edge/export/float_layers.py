@@ -29,18 +29,11 @@ def module_paths(model, keep, input_size=(3, 32, 32)) -> list[str]:
     """Module paths (in the deployable graph) of the layers `keep` names, from one forward pass."""
     import torch
 
+    from kd2edge.export.rounding import layer_order
+
     if not keep:
         return []
-    order = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: order.append(name))
-             for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-    order = list(dict.fromkeys(order))
+    order = [name for name, _ in layer_order(model.eval(), torch.zeros(1, *input_size))]
     if not order:
         raise Kd2EdgeError("--keep-float: the student has no convolution or linear layer to keep in float")
     paths = (["normalize", f"net.{order[0]}"] if "first" in keep else []) + ([f"net.{order[-1]}"] if "last" in keep else [])

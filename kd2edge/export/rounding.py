@@ -14,6 +14,7 @@ measured against the unmodified student.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -51,7 +52,7 @@ def fake_quant(t, lo: float, hi: float):
     return (torch.clamp(torch.round(t / scale) + zero, 0, 255) - zero) * scale
 
 
-def _layers(net, x) -> list[tuple[str, object]]:
+def layer_order(net, x) -> list[tuple[str, object]]:
     """(module path, the activation module it feeds or None) of the conv/linear layers of `net`, in the order one
     forward pass calls them. The activation is the next module called when it is a ReLU/ReLU6 (Identity, a
     folded BatchNorm, in between is skipped); a functional ReLU is not seen (the loss is then pre-activation)."""
@@ -172,14 +173,14 @@ def adaround(model, preprocessing: dict, calib: np.ndarray, qmax: int = 127, ski
     folded = fold_bn(model, "--rounding adaround")
     float_net = deployable(folded, preprocessing, channels_last=False)  # raw NCHW pixels -> logits
     x = torch.as_tensor(calib).permute(0, 3, 1, 2).float().contiguous()
-    layers = dict(_layers(float_net, x))
+    layers = dict(layer_order(float_net, x))
     names = [n for n in layers if n != "normalize"]  # normalize: one exact weight per channel
     todo = [n for n in names if n not in {f"net.{s}" for s in skip}]
     if not todo:
         raise Kd2EdgeError("--rounding adaround: the student has no conv/linear layer to round")
     xr = x if range_images is None else torch.as_tensor(range_images).permute(0, 3, 1, 2).float().contiguous()
     ranges = _run(float_net, xr, todo)
-    rounded = deployable(fold_bn(model, "--rounding adaround"), preprocessing, channels_last=False)
+    rounded = copy.deepcopy(float_net)
     mods, changed = dict(rounded.named_modules()), {}
     for i, name in enumerate(todo):
         xin = _run(rounded, x, todo, ranges, capture=(name, "in"))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kd2edge.onnx_graph import CALIB_METHODS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "weights" / "cifar10"
 
@@ -28,16 +30,17 @@ SHARED = ROOT.parent / "shared" / "weights" / "cifar10"
 def runs(args) -> list[tuple]:
     """(target, method, selection, n, seed) of the sweep."""
     out = []
-    for target, methods in (("onnx", ("minmax", "percentile", "entropy")), ("tflite", ("histogram", "minmax"))):
+    for target, methods in (("onnx", args.onnx_methods), ("tflite", ("histogram", "minmax"))):
         if target not in args.targets:
             continue
         if target == "tflite":  # PT2E calibrates image by image and LiteRT int8 runs at batch 1: a smaller sweep
             args = argparse.Namespace(targets=args.targets, sizes=args.tflite_sizes, method_n=args.tflite_method_n,
-                                      balanced_sizes=args.balanced_sizes[:1], seeds=1)
+                                      balanced_sizes=args.balanced_sizes[:1], seeds=1, every_method=False)
         out += [(target, methods[0], "random", n, 0) for n in args.sizes]
         out += [(target, m, "random", args.method_n, 0) for m in methods[1:]]
         out += [(target, methods[0], "balanced", n, 0) for n in args.balanced_sizes]
-        out += [(target, methods[0], "random", args.method_n, s) for s in range(1, args.seeds)]
+        out += [(target, m, "random", args.method_n, s) for s in range(1, args.seeds)
+                for m in (methods if args.every_method else methods[:1])]
     return out
 
 
@@ -75,12 +78,17 @@ def main():
     ap.add_argument("--balanced-sizes", default="32,128")
     ap.add_argument("--seeds", type=int, default=3, help="random seeds at --method-n (noise of the sample)")
     ap.add_argument("--eval-images", type=int, default=10000)
+    ap.add_argument("--onnx-methods", default=",".join(CALIB_METHODS), help="first: the one the sizes sweep")
+    ap.add_argument("--every-method", action="store_true", help="every method at every seed (default: the first)")
+    ap.add_argument("--rounding", default="nearest", choices=("nearest", "adaround"),
+                    help="adaround: learned rounding first (kd2edge export --rounding), once per calibration sample")
     ap.add_argument("--tag", default="calibration")
     args = ap.parse_args()
     args.targets = args.targets.split(",")
     args.sizes = [int(v) for v in args.sizes.split(",")]
     args.tflite_sizes = [int(v) for v in args.tflite_sizes.split(",")]
     args.balanced_sizes = [int(v) for v in args.balanced_sizes.split(",") if v]
+    args.onnx_methods = args.onnx_methods.split(",")
     arch = args.arch or ("resnet20" if args.checkpoint.endswith("resnet20-12fca82f.th") else None)
 
     from kd2edge.data import load_dataset
@@ -101,9 +109,19 @@ def main():
             assert train.split == "train" and len(calib) == n  # calibration never sees a test image
             dup = sum(img.tobytes() in test_bytes for img in calib)
             start = time.time()
-            logits = quantize_and_eval(target, method, calib, src.model, src.preprocessing, test_x, Path(tmp))
+            model = src.model
+            if args.rounding == "adaround":
+                from kd2edge.export.onnx import weight_qmax
+                from kd2edge.export.rounding import DEFAULTS, adaround
+
+                images = train.x[calibration_pick(train.y, DEFAULTS["images"], seed=1)]  # as kd2edge export does
+                model = adaround(model, src.preprocessing, images, weight_qmax(), range_images=calib)[0]
+            where = Path(tmp) / (f"row{len(rows)}" if model is not src.model else "")  # fp32 file per model
+            where.mkdir(exist_ok=True)
+            logits = quantize_and_eval(target, method, calib, model, src.preprocessing, test_x, where)
             top1 = topk_accuracy(logits, y)
             row = {"target": target, "method": method, "selection": selection, "n": n, "seed": seed,
+                   "rounding": args.rounding,
                    "top1": round(top1, 2), "drop": round(top1_fp32 - top1, 2),
                    "agreement": round(agreement(logits, ref), 2), "sqnr_db": round(sqnr_db(ref, logits), 2),
                    "seconds": round(time.time() - start, 1), "test_duplicates": dup,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from kd2edge import Kd2EdgeError, require
 
 OPSET = 18
-CALIB_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's CalibrationMethod (benchmarks/calibration.py)
+CALIB_METHODS = ("minmax", "percentile", "entropy", "histogram")  # benchmarks/calibration.py; histogram: TFLite's observer
 
 
 def export_graph(net, x, path: Path, on_error=None) -> None:
@@ -71,7 +73,8 @@ def quantize_graph(fp32_path: Path, path: Path, calib, method: str = "minmax", a
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         nodes = exclude(onnx.load(str(pre))) if exclude else []
-        ranges = entropy_ranges(pre, calib, Path(tmp)) if method == "entropy" else None
+        ranges = {"entropy": entropy_ranges, "histogram": histogram_ranges}.get(method)
+        ranges = ranges(pre, calib, Path(tmp)) if ranges else None
         q.quantize_static(str(pre), str(path), Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
                           calibration_cache_path=ranges,
                           nodes_to_exclude=nodes, reduce_range=reduce_range,
@@ -79,7 +82,8 @@ def quantize_graph(fp32_path: Path, path: Path, calib, method: str = "minmax", a
                           per_channel=True, weight_type=q.QuantType.QInt8,
                           calibrate_method={"minmax": q.CalibrationMethod.MinMax,
                                             "percentile": q.CalibrationMethod.Percentile,
-                                            "entropy": q.CalibrationMethod.Entropy}[method],
+                                            "entropy": q.CalibrationMethod.Entropy,
+                                            "histogram": q.CalibrationMethod.MinMax}[method],
                           extra_options={"CalibTensorRangeSymmetric": False})
     return nodes
 
@@ -98,6 +102,46 @@ def entropy_ranges(model_path: Path, calib, tmp: Path, num_bins: int = 2048, num
     calibrator.collect_data(Calibration("pixels", calib))
     out = tmp / "entropy-ranges.json"
     save_tensors_data(calibrator.compute_data(), out)
+    return str(out)
+
+
+class _Observers:
+    """An onnxruntime histogram calibrator's collector that feeds every tensor to torchao's HistogramObserver,
+    the activation observer of the TFLite int8 path (kd2edge.export.tflite): its range is the one whose 256
+    levels reproduce the tensor's histogram with the least squared error."""
+
+    def __init__(self):
+        self.obs = {}
+
+    def collect(self, arrays: dict) -> None:
+        import torch
+        from torchao.quantization.pt2e import HistogramObserver
+
+        for name, chunks in arrays.items():
+            obs = self.obs.setdefault(name, HistogramObserver(dtype=torch.quint8))
+            for a in chunks:
+                obs(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
+
+    def ranges(self) -> dict:
+        out = {}
+        for name, obs in self.obs.items():
+            lo, hi = obs._non_linear_param_search()
+            out[name] = (np.float32(min(float(lo), 0.0)), np.float32(max(float(hi), 0.0)))
+        return out
+
+
+def histogram_ranges(model_path: Path, calib, tmp: Path) -> str:
+    """Ranges of every tensor chosen as the TFLite path's HistogramObserver chooses them, as an onnxruntime
+    calibration cache file (MinMax format) in `tmp`."""
+    from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorsData, create_calibrator,
+                                                    save_tensors_data)
+
+    calibrator = create_calibrator(model_path, augmented_model_path=str(tmp / "histogram-augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Percentile)
+    calibrator.collector = collector = _Observers()
+    calibrator.collect_data(Calibration("pixels", calib))
+    out = tmp / "histogram-ranges.json"
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, collector.ranges()), out)
     return str(out)
 
 
@@ -122,7 +166,6 @@ def activations_to_uint8(proto) -> int:
     graph computes exactly the same values, and onnxruntime fuses it into integer kernels on x86 too (it fuses
     int8 activations only on ARM). Weights (QuantizeLinear of a constant) stay int8. Returns the number of
     activations rewritten."""
-    import numpy as np
     from onnx import numpy_helper
 
     g = proto.graph
@@ -156,7 +199,6 @@ def weights_to_7bit(proto, qmax: int = 64, qmax8: int = 127) -> int:
     clipped where 8 bits clipped it, its scale (and that of the DequantizeLinear nodes reading it) times
     max|q| / `qmax`, so |q| <= `qmax` and x86 without VNNI cannot saturate. Initializers no node reads any more
     are dropped. Returns the number of weights rewritten."""
-    import numpy as np
     from onnx import numpy_helper
 
     g = proto.graph

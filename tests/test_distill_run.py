@@ -45,6 +45,15 @@ def test_kd_run_writes_outputs_and_checkpoint(tmp_path, cifar10_dir, teacher_pat
     assert m["teacher"]["top1"] > 85  # resnet20 on the first 500 test images
     assert m["cache"]["misses"] > 0
     assert "| top-1 (%) |" in (run / "summary.md").read_text()
+    # amp "auto": bf16 only where it measured faster for this student here (fp32 on CPUs without bf16)
+    from kd2edge.distill.config import bf16_supported
+
+    p = m["train_precision"]
+    if bf16_supported():
+        assert p["chosen_by"] == "measured" and p["bf16_img_s"] > 0 and p["fp32_img_s"] > 0
+        assert (p["amp"] == "bf16") == (p["bf16_img_s"] > p["fp32_img_s"])
+    else:
+        assert p == {"amp": "fp32", "chosen_by": "config"}
 
 
 def test_ce_baseline_needs_no_teacher_and_bad_inputs_are_clear(tmp_path, cifar10_dir):

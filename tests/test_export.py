@@ -308,10 +308,9 @@ def test_int8_activations_rewritten_to_uint8_exactly(exported, cifar10_test, tmp
     assert activations_to_uint8(proto) == 0  # nothing left to rewrite
 
 
-def test_entropy_calibration_is_not_min_max(exported, cifar10_test, tmp_path):
-    """onnxruntime's quantize_static gives its entropy calibrator 128 bins for 128 quantized levels: one candidate
-    range, so "entropy" was min-max under another name (identical int8 results in the calibration study).
-    quantize_graph calibrates entropy itself on a fine histogram: ranges clip the tails, never widen them."""
+@pytest.fixture(scope="module")
+def activation_scales(exported, cifar10_test, tmp_path_factory):
+    """method -> {tensor: scale of its QuantizeLinear} of the resnet8 fp32 ONNX quantized with that method."""
     import onnx
     from onnx import numpy_helper
 
@@ -319,19 +318,35 @@ def test_entropy_calibration_is_not_min_max(exported, cifar10_test, tmp_path):
 
     _, out = exported
     x = cifar10_test.x[:32].astype(np.float32)
+    tmp = tmp_path_factory.mktemp("calib")
 
-    def activation_scales(method):
-        path = tmp_path / f"{method}.onnx"
+    def scales(method):
+        path = tmp / f"{method}.onnx"
         quantize_graph(out / "r8-onnx" / "model.onnx", path, x, method)
         g = onnx.load(str(path)).graph
         consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         return {n.input[0]: float(consts[n.input[1]]) for n in g.node
                 if n.op_type == "QuantizeLinear" and n.input[0] not in consts and consts[n.input[1]].size == 1}
+    return scales
 
+
+def test_entropy_calibration_is_not_min_max(activation_scales):
+    """onnxruntime's quantize_static gives its entropy calibrator 128 bins for 128 quantized levels: one candidate
+    range, so "entropy" was min-max under another name (identical int8 results in the calibration study).
+    quantize_graph calibrates entropy itself on a fine histogram: ranges clip the tails, never widen them."""
     minmax, entropy = activation_scales("minmax"), activation_scales("entropy")
     assert minmax.keys() == entropy.keys() and len(minmax) >= 8
     assert all(entropy[k] <= minmax[k] * (1 + 1e-5) for k in minmax)
     assert sum(entropy[k] < 0.9 * minmax[k] for k in minmax) >= len(minmax) // 2
+
+
+def test_histogram_calibration_is_tflites_observer(activation_scales):
+    """`histogram` ranges are torchao's HistogramObserver's (the TFLite path's activation observer): inside the
+    min-max range, and tighter than it where the observer's error search clips a tail."""
+    minmax, hist = activation_scales("minmax"), activation_scales("histogram")
+    assert minmax.keys() == hist.keys() and len(minmax) >= 8
+    assert all(hist[k] <= minmax[k] * (1 + 1e-5) for k in minmax)
+    assert any(hist[k] < 0.99 * minmax[k] for k in minmax)
 
 
 def _corrupt_first_conv_weight(package):

@@ -232,6 +232,18 @@ def probe_student_rate(student, method, normalizer, x: torch.Tensor, batch: int,
     return steps * len(xb) / (time.perf_counter() - t0)
 
 
+def pick_amp(student, normalizer, x_np, batch: int, num_classes: int) -> tuple[bool, dict]:
+    """`amp: auto` on a CPU with native bf16: (bf16 autocast or not, the training images/s measured for each).
+    bf16 is taken only where it trains this student faster here: on AVX-512 BF16 without AMX the small convs of
+    the zoo students ran 12-27 % slower in bf16 than in fp32 (1 and 2 threads; benchmarks/distill.md, "bf16 or
+    fp32: measured, not assumed"), while AMX CPUs trained ~1.7x faster in bf16."""
+    x = torch.from_numpy(x_np[:batch])
+    rates = {amp: probe_student_rate(student, None, normalizer, x, len(x), amp, "cpu", num_classes)
+             for amp in (True, False)}
+    return rates[True] > rates[False], {"bf16_img_s": round(rates[True], 1), "fp32_img_s": round(rates[False], 1),
+                                         "threads": torch.get_num_threads()}
+
+
 def probe_seconds(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)

@@ -56,7 +56,8 @@ def history_csv(history: list[dict]) -> str:
 
 
 def write_outputs(folder: Path, cfg, student, train, val, history, best, val_logits, teacher, t_val, probe,
-                  source, stats: dict, init: dict | None = None, budget: dict | None = None) -> dict:
+                  source, stats: dict, init: dict | None = None, budget: dict | None = None,
+                  precision: dict | None = None) -> dict:
     from kd2edge.checkpoint import preprocessing, save_checkpoint
     from kd2edge.metrics import agreement, classification_report
     from kd2edge.plots import confusion_png, curves_png
@@ -69,6 +70,8 @@ def write_outputs(folder: Path, cfg, student, train, val, history, best, val_log
                "student": {"arch": cfg["student"], **_cost(student, cfg["latency"])},
                "train_seconds": float(sum(h["train_seconds"] for h in history)),
                "train_ips_last_epoch": history[-1]["train_ips"]}
+    if precision is not None:
+        metrics["train_precision"] = precision
     if budget is not None:
         metrics["budget"] = {**budget, "epochs": len(history),
                              "train_images": int(sum(h["train_images"] for h in history))}

@@ -79,7 +79,8 @@ def _run_cmd(c: dict):
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path, cifar10_dir, teacher_path):
-    base = cfg(tmp_path, teacher_path("resnet20"), epochs=3, progress=True, limit_train=384)
+    # amp pinned: "auto" measures bf16 against fp32 in each run, and a and b could choose differently
+    base = cfg(tmp_path, teacher_path("resnet20"), epochs=3, progress=True, limit_train=384, amp=False)
     a = distill({**base, "out": str(tmp_path / "a"), "cache_dir": str(tmp_path / "ca"), "progress": False})
     b_cfg = {**base, "out": str(tmp_path / "b"), "cache_dir": str(tmp_path / "cb")}
     p = subprocess.Popen(_run_cmd(b_cfg), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
@@ -96,6 +97,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, cifar10_dir, teacher_
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
     assert a["metrics"]["last"]["top1"] == b["metrics"]["last"]["top1"]
+    assert b["metrics"]["train_precision"] == {"amp": "fp32", "chosen_by": "the interrupted run"}
     with pytest.raises(Kd2EdgeError, match="differs in seed"):
         from kd2edge.distill.stage import load_state
 

@@ -234,9 +234,10 @@ def probe_student_rate(student, method, normalizer, x: torch.Tensor, batch: int,
 
 def pick_amp(student, normalizer, x_np, batch: int, num_classes: int) -> tuple[bool, dict]:
     """`amp: auto` on a CPU with native bf16: (bf16 autocast or not, the training images/s measured for each).
-    bf16 is taken only where it trains this student faster here: on AVX-512 BF16 without AMX the small convs of
-    the zoo students ran 12-27 % slower in bf16 than in fp32 (1 and 2 threads; benchmarks/distill.md, "bf16 or
-    fp32: measured, not assumed"), while AMX CPUs trained ~1.7x faster in bf16."""
+    bf16 is taken only where it trains this student faster here, which depends on both: fastcnn and the resnets
+    trained 1.4-1.6x faster in bf16 on an AMX Xeon but 1.2-1.3x faster in fp32 on a Xeon with AVX-512 BF16 and
+    no AMX; shufflenetv2 1.7-2x faster in fp32 on both, mobilenetv2 faster in fp32 on the one and in bf16 on the
+    other (benchmarks/distill.md, "bf16 or fp32: measured, not assumed")."""
     x = torch.from_numpy(x_np[:batch])
     rates = {amp: probe_student_rate(student, None, normalizer, x, len(x), amp, "cpu", num_classes)
              for amp in (True, False)}

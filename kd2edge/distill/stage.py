@@ -97,8 +97,13 @@ def _train(cfg: dict) -> dict:
     student, stats, init = make_student(cfg, train_ds.num_classes, train_ds.name, env.device)
     method = METHODS[cfg["method"]].from_config(cfg, student, teacher, env.device).to(env.device)
     normalizer = Normalizer(stats["mean"], stats["std"], channels_last=True).to(env.device)
+    state = load_state(partial / "state.pt", cfg) if cfg["resume"] else None
     precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "config"}
-    if cfg["amp"] == "auto" and env.device == "cpu" and env.amp:  # bf16 where it measures faster here
+    if state is not None and "amp" in state:  # a resumed run replays in the precision it started with
+        env.amp = state["amp"] is True
+        precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "the interrupted run"}
+    elif cfg["amp"] == "auto" and env.device == "cpu" and env.world == 1 and env.amp:  # bf16 where it measures
+        # faster here
         env.amp, speeds = budget.pick_amp(student, normalizer, x_np, min(cfg["batch_size"], len(y_np)),
                                           train_ds.num_classes)
         precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "measured", **speeds}
@@ -122,7 +127,6 @@ def _train(cfg: dict) -> dict:
     data = TrainSet(torch.from_numpy(x_np), torch.from_numpy(y_np), torch.from_numpy(lab_np))
     ema = make_ema(student, cfg["ema"]) if cfg["ema"] else None
     history, start, best = [], 0, None
-    state = load_state(partial / "state.pt", cfg) if cfg["resume"] else None
     if state is not None:
         student.load_state_dict(state["student"])
         method.load_state_dict(state["method"])
@@ -158,7 +162,8 @@ def _train(cfg: dict) -> dict:
             if rank0 and clock is None:  # a budgeted run cannot be resumed: no state to save
                 save_state(partial / "state.pt", {"student": student.state_dict(), "method": method.state_dict(),
                                                   "optimizer": optimizer.state_dict(), "history": history,
-                                                  "epoch": epoch + 1, "best": best, "config": cfg})
+                                                  "epoch": epoch + 1, "best": best, "config": cfg,
+                                                  "amp": env.amp})
             if rank0:
                 shown = f" val top-1 {row['val_top1']:.2f}%" if "val_top1" in row else ""
                 log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}{shown} ({row['train_ips']:.0f} img/s)")

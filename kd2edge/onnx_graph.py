@@ -73,8 +73,8 @@ def quantize_graph(fp32_path: Path, path: Path, calib, method: str = "minmax", a
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         nodes = exclude(onnx.load(str(pre))) if exclude else []
-        ranges = {"entropy": entropy_ranges, "histogram": histogram_ranges}.get(method)
-        ranges = ranges(pre, calib, Path(tmp)) if ranges else None
+        own = {"entropy": entropy_ranges, "histogram": histogram_ranges}.get(method)  # ranges computed here
+        ranges = own(pre, calib, Path(tmp)) if own else None
         q.quantize_static(str(pre), str(path), Calibration("pixels", calib), quant_format=q.QuantFormat.QDQ,
                           calibration_cache_path=ranges,
                           nodes_to_exclude=nodes, reduce_range=reduce_range,

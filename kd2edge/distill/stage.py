@@ -98,17 +98,17 @@ def _train(cfg: dict) -> dict:
     method = METHODS[cfg["method"]].from_config(cfg, student, teacher, env.device).to(env.device)
     normalizer = Normalizer(stats["mean"], stats["std"], channels_last=True).to(env.device)
     state = load_state(partial / "state.pt", cfg) if cfg["resume"] else None
-    precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "config"}
+    chosen_by, speeds = "config", {}
     if state is not None and "amp" in state:  # a resumed run replays in the precision it started with
-        env.amp = state["amp"] is True
-        precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "the interrupted run"}
+        env.amp, chosen_by = state["amp"] is True, "the interrupted run"
     elif cfg["amp"] == "auto" and env.device == "cpu" and env.world == 1 and env.amp:  # bf16 where it measures
         # faster here
         env.amp, speeds = budget.pick_amp(student, normalizer, x_np, min(cfg["batch_size"], len(y_np)),
                                           train_ds.num_classes)
-        precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": "measured", **speeds}
-        log(f"training in {precision['amp']}: measured here {speeds['bf16_img_s']:.0f} img/s bf16 autocast, "
-            f"{speeds['fp32_img_s']:.0f} fp32")
+        chosen_by = "measured"
+        log(f"training in {'bf16' if env.amp else 'fp32'}: measured here {speeds['bf16_img_s']:.0f} img/s bf16 "
+            f"autocast, {speeds['fp32_img_s']:.0f} fp32")
+    precision = {"amp": "bf16" if env.amp else "fp32", "chosen_by": chosen_by, **speeds}
     plan = None
     if clock is not None:  # measure this machine now; size the cache and the reserve to the budget
         plan = budget.plan_budget(cfg, clock, teacher, student, method, normalizer, x_np, len(y_np), len(val.y),

@@ -62,6 +62,18 @@ def apply_views(x: torch.Tensor, view: torch.Tensor, pad: int = 4) -> torch.Tens
     return padded[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def low_res(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Progressive resizing: normalized NCHW input scaled by `scale` < 1 (bilinear, antialiased); the student's
+    global pooling takes any size, and a smaller image trains faster (fastcnn at 24 px: 1.8x the images/s of 32)."""
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if scale >= 1 or size == (h, w):
+        return x
+    out = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) \
+        else out
+
+
 def cutout(x: torch.Tensor, centers: torch.Tensor, side: int) -> torch.Tensor:
     """Cutout (DeVries & Taylor 2017) on normalized NCHW input: a side x side square around each image's
     (row, col) center set to 0, the dataset mean; squares reaching past the border are clipped there."""

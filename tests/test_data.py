@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer, apply_views, cutout, decode_views, iterate, normalize, num_views
+from kd2edge.batches import Normalizer, apply_views, cutout, decode_views, iterate, low_res, normalize, num_views
 from kd2edge.data import CIFAR10_CLASSES, STATS, load_dataset
 
 
@@ -240,6 +240,29 @@ def test_cutout_is_a_validated_distill_key():
     assert resolve_config(method="ce")["cutout"] == 0 and resolve_config({"cutout": 8}, method="ce")["cutout"] == 8
     with pytest.raises(Kd2EdgeError, match="cutout"):
         resolve_config({"cutout": -1}, method="ce")
+
+
+def test_low_res_shrinks_normalized_input_and_keeps_its_layout():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    out = low_res(x, 0.75)
+    assert out.shape == (2, 3, 24, 24) and out.is_contiguous(memory_format=torch.channels_last)
+    # antialiased bilinear: each output pixel is a local average, so the image keeps its mean and its range
+    assert torch.allclose(out.mean((2, 3)), x.mean((2, 3)), rtol=1e-3)
+    assert out.min() >= x.min() and out.max() <= x.max()
+    assert low_res(x[..., :20, :], 0.5).shape == (2, 3, 10, 16)
+    assert low_res(x, 1.0) is x and low_res(x, 0.99) is x  # 31.68 rounds to 32: nothing to do
+
+
+def test_low_res_is_part_of_the_budget_recipe_only():
+    from kd2edge.distill.config import resolve_config
+
+    cfg = resolve_config({"low_res_scale": 0.5, "low_res_until": 0.6}, method="ce")
+    assert (cfg["low_res_scale"], cfg["low_res_until"]) == (0.5, 0.6)
+    assert resolve_config(method="ce")["low_res_scale"] == 1.0  # epoch-counted runs: full size throughout
+    assert resolve_config(method="ce", time_budget=377)["low_res_scale"] == 0.75
+    for bad in ({"low_res_scale": 0}, {"low_res_scale": 1.5}, {"low_res_until": 1.5}):
+        with pytest.raises(Kd2EdgeError, match="low_res"):
+            resolve_config(bad, method="ce")
 
 
 def test_view_ids_round_trip():

@@ -33,12 +33,13 @@ DEFAULTS = {
     "channels_last": True, "amp": "auto", "device": "auto", "threads": None, "progress": True,
     "latency": True, "val_every": 1,
     "time_budget": None, "cache_fraction": 0.25, "fresh_views": 0.0, "ema": None,
+    "low_res_scale": 1.0, "low_res_until": 0.5,
 }
 # What a budgeted run (time_budget set) uses unless the config or a flag says otherwise (benchmarks/distill.md,
 # "Equal wall time"). Keys the user sets win.
 BUDGET_RECIPE = {"limit_train": None, "batch_size": 256, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.0,
                  "views_per_image": 8, "threads": "auto", "latency": False, "teacher_precision": "auto",
-                 "cache_fraction": 0.14, "fresh_views": 0.75}
+                 "cache_fraction": 0.14, "fresh_views": 0.75, "low_res_scale": 0.75, "low_res_until": 0.5}
 # teacher_precision -> what it is; "auto" is decided where the teacher is loaded (distill.inputs.build_teacher)
 TEACHER_PRECISIONS = {"auto": "int8 / bf16 / fp32, whichever is fastest here for this method and teacher",
                       "fp32": "PyTorch, float32", "bf16": "PyTorch under bf16 autocast (CPUs with AVX-512 BF16 / AMX)",
@@ -58,6 +59,7 @@ NUMBERS = {
     "seed": {"integer": True, "low": 0}, "views_per_image": {"integer": True, "low": 1},
     "pad": {"integer": True, "low": 0}, "cutout": {"integer": True, "low": 0},
     "fresh_views": {"low": 0, "high": 1, "high_open": True},
+    "low_res_scale": {"low": 0, "low_open": True, "high": 1}, "low_res_until": {"low": 0, "high": 1},
     # threads: a positive integer or "auto", checked below
 }
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kd2edge import Kd2EdgeError
-from kd2edge.batches import Normalizer, apply_views, cutout, iterate, num_views
+from kd2edge.batches import Normalizer, apply_views, cutout, iterate, low_res, num_views
 from kd2edge.distill.schedules import LR_SCHEDULES, lr_multiplier, value_at
 from kd2edge.metrics import topk_accuracy
 
@@ -149,9 +149,14 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         if clock is not None:
             if clock.training_done():
                 break
-            mult = LR_SCHEDULES[cfg["schedule"]](clock.progress())
+            done = clock.progress()
+            mult = LR_SCHEDULES[cfg["schedule"]](done)
         else:
+            done = (epoch * steps + step) / total_steps
             mult = lr_multiplier(cfg["schedule"], epoch * steps + step, total_steps)
+        # progressive resizing: the first low_res_until of training on images scaled by low_res_scale (the
+        # teacher's logits are those of the full-size view)
+        scale = cfg.get("low_res_scale", 1.0) if done < cfg.get("low_res_until", 0.5) else 1.0
         ts = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = cfg["lr"] * mult
@@ -167,7 +172,7 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
         teacher_s += time.perf_counter() - tt
         with autocast(device, env.amp):
             inp = normalizer(xb.to(device, non_blocking=True))
-            s_logits = student(cutout(inp, centers[idx], side) if side else inp)
+            s_logits = student(low_res(cutout(inp, centers[idx], side) if side else inp, scale))
         feats = method.features(device) if method.needs_features else None
         yb, lb = data.y[idx].to(device), data.labeled[idx].to(device)
         loss, parts = method(s_logits.float(), None if t_logits is None else t_logits.to(device), yb, lb, T, alpha,

@@ -27,6 +27,7 @@ def test_every_planned_run_resolves_with_the_budget(exp, tmp_path):
             assert cfg["method"] == "ce" or cfg["teacher"]
             if b.get("time_budget"):  # the budget recipe, restarted from a cold cache of its own
                 assert cfg["time_budget"] == b["time_budget"] and cfg["fresh_views"] == 0.75 and not cfg["resume"]
+                assert cfg["low_res_scale"] == 1.0  # the recorded runs predate progressive resizing
                 assert cfg["cache_dir"] == str(tmp_path / f"{name}-s0-cache")
     assert resolve_config(exp.run_config("2_T8", 0, "cpu", tmp_path))["T"] == {"kind": "constant", "value": 8.0}
     assert resolve_config(exp.run_config("2_alpha0", 0, "cpu", tmp_path))["alpha"]["value"] == 0.0

@@ -39,7 +39,7 @@ DEFAULTS = {
 # "Equal wall time"). Keys the user sets win.
 BUDGET_RECIPE = {"limit_train": None, "batch_size": 256, "lr": 0.2, "schedule": "onecycle", "label_smoothing": 0.0,
                  "views_per_image": 8, "threads": "auto", "latency": False, "teacher_precision": "auto",
-                 "cache_fraction": 0.14, "fresh_views": 0.75, "low_res_scale": 0.75, "low_res_until": 0.5}
+                 "cache_fraction": 0.14, "fresh_views": 0.75, "low_res_scale": 0.75}
 # teacher_precision -> what it is; "auto" is decided where the teacher is loaded (distill.inputs.build_teacher)
 TEACHER_PRECISIONS = {"auto": "int8 / bf16 / fp32, whichever is fastest here for this method and teacher",
                       "fp32": "PyTorch, float32", "bf16": "PyTorch under bf16 autocast (CPUs with AVX-512 BF16 / AMX)",

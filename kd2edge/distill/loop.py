@@ -156,7 +156,7 @@ def train_epoch(epoch: int, cfg: dict, env: Env, student, normalizer: Normalizer
             mult = lr_multiplier(cfg["schedule"], epoch * steps + step, total_steps)
         # progressive resizing: the first low_res_until of training on images scaled by low_res_scale (the
         # teacher's logits are those of the full-size view)
-        scale = cfg.get("low_res_scale", 1.0) if done < cfg.get("low_res_until", 0.5) else 1.0
+        scale = cfg["low_res_scale"] if done < cfg["low_res_until"] else 1.0
         ts = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = cfg["lr"] * mult

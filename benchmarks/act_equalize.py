@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kd2edge import Kd2EdgeError
 from kd2edge.batches import normalize
 from kd2edge.checkpoint import load_model, save_checkpoint
 from kd2edge.data import load_dataset
@@ -49,11 +50,12 @@ def channel_groups(model: FastCNN) -> list[dict]:
 
 
 @torch.no_grad()
-def equalize(model: FastCNN, x: torch.Tensor, alpha: float) -> list[torch.Tensor]:
+def equalize(model: FastCNN, x: torch.Tensor, alpha: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(scale per group, the logits of `x` before scaling) -- `model` is changed in place."""
     groups, ranges = channel_groups(model), []
     hooks = [g["tap"].register_forward_hook(lambda m, i, out: ranges.append(out.transpose(0, 1).flatten(1).amax(1)))
              for g in groups]
-    model(x)
+    ref = model(x)
     for h in hooks:
         h.remove()
     scales = []
@@ -66,7 +68,7 @@ def equalize(model: FastCNN, x: torch.Tensor, alpha: float) -> list[torch.Tensor
         for layer in g["consumers"]:
             layer.weight.div_(s.view((1, -1, 1, 1) if layer.weight.dim() == 4 else (1, -1)))
         scales.append(s)
-    return scales
+    return scales, ref
 
 
 def main():
@@ -76,14 +78,15 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--data-dir", default=os.environ.get("KD2EDGE_DATA", str(ROOT / "data")))
     a = ap.parse_args()
-    model, info = load_model(a.checkpoint)
+    try:
+        model, info = load_model(a.checkpoint)
+    except Kd2EdgeError as e:
+        raise SystemExit(f"error: {e}; this script takes a native fastcnn checkpoint") from None
     if not isinstance(model, FastCNN):
         raise SystemExit(f"error: {a.checkpoint} is a {info['arch']}; this script knows fastcnn's channel groups only")
     train = load_dataset("cifar10", "train", a.data_dir)
     x = normalize(train.x[np.random.default_rng(123).choice(len(train.x), 512, replace=False)], info["preprocessing"])
-    with torch.no_grad():
-        ref = model(x)
-    scales = equalize(model, x, a.alpha)
+    scales, ref = equalize(model, x, a.alpha)
     with torch.no_grad():
         diff = float((model(x) - ref).abs().max())
     for s in scales:
